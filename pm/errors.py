@@ -1,0 +1,46 @@
+"""Domain exceptions.
+
+Modules below the web app raise these; the app's error handlers alone turn them
+into HTTP status codes, so the meaning of a failure is decided where it happens
+and its status in one place.
+"""
+
+
+class PackageManagerError(Exception):
+    """Base class: the message is safe to show to the client."""
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+class BadRequest(PackageManagerError):
+    """The request is malformed or asks for something invalid."""
+
+
+class BadUpload(BadRequest):
+    """An upload was refused; nothing of it was kept."""
+
+
+class NotFound(PackageManagerError):
+    """The named thing does not exist."""
+
+
+class Conflict(PackageManagerError):
+    """The thing already exists, or the change contradicts the current state."""
+
+
+class Unauthorized(PackageManagerError):
+    """No credentials, or credentials that are malformed, forged, expired or revoked."""
+
+
+class Forbidden(PackageManagerError):
+    """Valid credentials that do not cover the action."""
+
+
+class StoreUnavailable(PackageManagerError):
+    """The database cannot be reached; the request may succeed later."""
+
+
+class ConfigError(PackageManagerError):
+    """The configuration file is missing or invalid."""

@@ -1,0 +1,272 @@
+"""Database access for SQLite and PostgreSQL through ``twisted.enterprise.adbapi``.
+
+The rest of the code writes one SQL dialect (``?`` placeholders, portable types)
+and never imports a driver; every difference between the two databases lives in
+:class:`Dialect`.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import re
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg2
+import psycopg2.errors
+from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+from pm.errors import Conflict, StoreUnavailable
+
+T = TypeVar("T")
+Row = dict[str, Any]
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+# Any constant works; it only has to be the same for every node sharing a database.
+_MIGRATION_LOCK = 4242_0001
+
+
+class SchemaTooNew(Exception):
+    """The database was migrated by a newer Package Manager than this one."""
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """Everything that differs between SQLite and PostgreSQL."""
+
+    name: str
+    connect: Callable[[], Any]
+    pool_args: tuple[Any, ...]
+    pool_kwargs: dict[str, Any]
+    placeholder: str
+    autoid: str
+    begin_statements: tuple[str, ...]
+    migration_lock: tuple[str, ...]
+    integrity_errors: tuple[type[BaseException], ...]
+    unavailable_errors: tuple[type[BaseException], ...]
+    description: str = ""
+    _cache: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def sql(self, query: str) -> str:
+        """Translate the portable ``?`` placeholders to the driver's."""
+        if self.placeholder == "?":
+            return query
+        cached = self._cache.get(query)
+        if cached is None:
+            cached = self._cache[query] = query.replace("?", self.placeholder)
+        return cached
+
+    def ddl(self, script: str) -> str:
+        return script.replace("{autoid}", self.autoid)
+
+
+def _sqlite_setup(connection: sqlite3.Connection) -> None:
+    # WAL lets readers proceed during a write; the busy timeout covers another
+    # process (an admin tool) briefly holding the write lock.
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA foreign_keys=ON")
+    connection.execute("PRAGMA busy_timeout=10000")
+    connection.execute("PRAGMA synchronous=NORMAL")
+
+
+def sqlite_dialect(directory: Path) -> Dialect:
+    """The embedded default: one database file in ``directory``."""
+    path = str(directory / "packagemanager.db")
+
+    def connect() -> sqlite3.Connection:
+        directory.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(path, check_same_thread=False)
+        _sqlite_setup(connection)
+        return connection
+
+    return Dialect(
+        name="sqlite",
+        connect=connect,
+        pool_args=("sqlite3", path),
+        pool_kwargs={
+            "check_same_thread": False,
+            "timeout": 10.0,
+            "cp_openfun": _sqlite_setup,
+            # One connection: SQLite serialises writers anyway, and a single
+            # connection can never deadlock against itself on lock upgrades.
+            "cp_min": 1,
+            "cp_max": 1,
+        },
+        placeholder="?",
+        autoid="INTEGER PRIMARY KEY AUTOINCREMENT",
+        # IMMEDIATE takes the write lock up front, so a transaction never fails
+        # half way when it first writes.
+        begin_statements=("BEGIN IMMEDIATE",),
+        migration_lock=(),
+        integrity_errors=(sqlite3.IntegrityError,),
+        unavailable_errors=(sqlite3.OperationalError, sqlite3.DatabaseError),
+        description=path,
+    )
+
+
+def postgres_dialect(url: str) -> Dialect:
+    """PostgreSQL through psycopg2, for production and several nodes."""
+
+    def connect() -> Any:
+        return psycopg2.connect(url, connect_timeout=10)
+
+    return Dialect(
+        name="postgres",
+        connect=connect,
+        pool_args=("psycopg2", url),
+        pool_kwargs={
+            "connect_timeout": 10,
+            "cp_min": 1,
+            "cp_max": 8,
+            # A server restart kills pooled connections; reconnect instead of
+            # failing forever.
+            "cp_reconnect": True,
+        },
+        placeholder="%s",
+        autoid="BIGSERIAL PRIMARY KEY",
+        begin_statements=(),
+        migration_lock=(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})",),
+        integrity_errors=(psycopg2.IntegrityError,),
+        unavailable_errors=(psycopg2.OperationalError, psycopg2.InterfaceError),
+        description=_redact(url),
+    )
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+class Tx:
+    """A cursor that speaks the portable dialect and returns rows as dicts."""
+
+    def __init__(self, cursor: Any, dialect: Dialect) -> None:
+        self._cursor = cursor
+        self._dialect = dialect
+
+    def run(self, query: str, *params: Any) -> int:
+        self._cursor.execute(self._dialect.sql(query), params)
+        return int(self._cursor.rowcount)
+
+    def all(self, query: str, *params: Any) -> list[Row]:
+        self._cursor.execute(self._dialect.sql(query), params)
+        names = [column[0] for column in self._cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in self._cursor.fetchall()]
+
+    def one(self, query: str, *params: Any) -> Row | None:
+        rows = self.all(query, *params)
+        return rows[0] if rows else None
+
+    def script(self, script: str) -> None:
+        for statement in _statements(self._dialect.ddl(script)):
+            self._cursor.execute(statement)
+
+
+def _statements(script: str) -> list[str]:
+    # Migration files hold ';'-terminated statements with no ';' inside a
+    # literal; comment lines are dropped first because they may hold one.
+    code = "\n".join(line for line in script.splitlines() if not line.lstrip().startswith("--"))
+    return [s.strip() for s in code.split(";") if s.strip()]
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    script: str
+
+
+def migrations() -> list[Migration]:
+    """The numbered schema files shipped in ``pm/migrations``."""
+    found = []
+    for entry in importlib.resources.files("pm.migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match.group(1)), entry.name, entry.read_text("utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"migrations are not numbered 1..n: {versions}")
+    return found
+
+
+def migrate(dialect: Dialect, available: Sequence[Migration] | None = None) -> int:
+    """Bring the schema up to date in one transaction; return the version.
+
+    Runs before the reactor starts, so it talks to the driver directly.
+    """
+    steps = list(migrations() if available is None else available)
+    latest = steps[-1].version if steps else 0
+    connection = dialect.connect()
+    try:
+        cursor = connection.cursor()
+        tx = Tx(cursor, dialect)
+        for statement in (*dialect.begin_statements, *dialect.migration_lock):
+            cursor.execute(statement)
+        tx.run(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        )
+        row = tx.one("SELECT MAX(version) AS v FROM schema_migrations")
+        current = int(row["v"]) if row and row["v"] is not None else 0
+        if current > latest:
+            raise SchemaTooNew(
+                f"the database schema is at version {current}, newer than this "
+                f"Package Manager knows (up to {latest}); run a newer release"
+            )
+        for step in steps:
+            if step.version > current:
+                tx.script(step.script)
+                tx.run(
+                    "INSERT INTO schema_migrations (version, name, applied_at)"
+                    " VALUES (?, ?, CURRENT_TIMESTAMP)",
+                    step.version,
+                    step.name,
+                )
+        connection.commit()
+        return latest
+    except BaseException:
+        connection.rollback()
+        raise
+    finally:
+        connection.close()
+
+
+class Database:
+    """The adbapi pool, with reads, write transactions and error mapping."""
+
+    def __init__(self, dialect: Dialect, pool: adbapi.ConnectionPool | None = None) -> None:
+        self.dialect = dialect
+        self.pool = pool or adbapi.ConnectionPool(*dialect.pool_args, **dialect.pool_kwargs)
+
+    def read(self, work: Callable[[Tx], T]) -> Deferred[T]:
+        """Run ``work`` in a pool thread; for queries that change nothing."""
+        d: Deferred[T] = self.pool.runInteraction(lambda cursor: work(Tx(cursor, self.dialect)))
+        return d.addErrback(self._translate)
+
+    def write(self, work: Callable[[Tx], T]) -> Deferred[T]:
+        """Run ``work`` as one transaction: all of it commits, or none."""
+
+        def interaction(cursor: Any) -> T:
+            for statement in self.dialect.begin_statements:
+                cursor.execute(statement)
+            return work(Tx(cursor, self.dialect))
+
+        d: Deferred[T] = self.pool.runInteraction(interaction)
+        return d.addErrback(self._translate)
+
+    def _translate(self, failure: Failure) -> Failure:
+        if failure.check(*self.dialect.integrity_errors):
+            raise Conflict(f"conflicting change: {failure.value}")
+        if failure.check(adbapi.ConnectionLost, *self.dialect.unavailable_errors):
+            raise StoreUnavailable(
+                f"the {self.dialect.name} database is unavailable; try again shortly"
+            )
+        return failure
+
+    def close(self) -> None:
+        self.pool.close()

@@ -1,0 +1,181 @@
+"""``twistd packagemanager``: builds the server from its configuration file.
+
+Everything is constructed here and injected; nothing below reads the config
+file, the clock or the reactor on its own.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, ClassVar, NoReturn
+
+from twisted.application import internet, service
+from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.web import server
+
+from pm import __version__
+from pm.app import PackageManagerApp
+from pm.auth import TokenChecker
+from pm.blobs import BlobStore
+from pm.config import Config, load_config
+from pm.db import Database, Dialect, SchemaTooNew, migrate, postgres_dialect, sqlite_dialect
+from pm.errors import ConfigError
+from pm.python_index import PythonIndex
+from pm.signatures import SignatureChecker
+from pm.store import Store
+from pm.tokens import TokenAuthority, load_or_create_key
+from pm.upload import UploadService
+from pm.web import RequestFactory
+
+DEFAULT_CONFIG = "/etc/rstudio-pm/rstudio-pm.gcfg"
+# At start every temp file not written to for this long is abandoned: a live
+# upload (on this node or another sharing DataDir) writes many times a second.
+STARTUP_TEMP_AGE = 60.0
+
+
+class Options(usage.Options):
+    synopsis = "[--config PATH]"
+    longdesc = "Run the Package Manager server (HTTP API, indexes and admin socket)."
+    optParameters: ClassVar[list[list[str]]] = [
+        ["config", "c", DEFAULT_CONFIG, "the server's configuration file (gcfg)"],
+    ]
+
+    def opt_version(self) -> NoReturn:
+        print(f"packagemanager {__version__}")
+        sys.exit(0)
+
+
+class _DatabaseService(service.Service):
+    """Closes the connection pool when the server stops."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.database.close()
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"packagemanager: cannot start: {message}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+def dialect_for(config: Config) -> Dialect:
+    if config.provider == "postgres":
+        assert config.postgres_url is not None
+        return postgres_dialect(config.postgres_url)
+    return sqlite_dialect(config.sqlite_dir)
+
+
+def makeService(options: usage.Options, reactor: Any = None) -> service.MultiService:
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    try:
+        config = load_config(options["config"])
+    except ConfigError as e:
+        _fail(e.message)
+    return build(config, reactor)
+
+
+def build(config: Config, reactor: Any) -> service.MultiService:
+    """The whole server for ``config``, as one MultiService."""
+    assert IReactorTime.providedBy(reactor) and IReactorCore.providedBy(reactor)
+    clock: Callable[[], float] = reactor.seconds
+    log = Logger(namespace="packagemanager")
+    top = service.MultiService()
+
+    try:
+        for directory in (config.data_dir, config.sock_file_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _fail(f"cannot create {e.filename}: {e.strerror}")
+
+    dialect = dialect_for(config)
+    try:
+        schema = migrate(dialect)
+    except SchemaTooNew as e:
+        _fail(str(e))
+    except dialect.unavailable_errors as e:
+        _fail(f"the {dialect.name} database at {dialect.description} is unreachable: "
+              f"{str(e).strip()}")
+    database = Database(dialect)
+    _DatabaseService(database).setServiceParent(top)
+    store = Store(database, clock)
+
+    blobs = BlobStore(config.data_dir, clock)
+    blobs.prepare()
+    blobs.sweep(STARTUP_TEMP_AGE)
+    pool = reactor.getThreadPool()
+
+    def in_thread(work: Callable[..., Any], *args: Any) -> Any:
+        return deferToThreadPool(reactor, pool, work, *args)
+
+    sweeper = internet.TimerService(
+        config.cleanup_interval, lambda: in_thread(blobs.sweep, config.temp_max_age)
+    )
+    sweeper.clock = reactor
+    sweeper.setServiceParent(top)
+
+    authority = None
+    if config.api_token_auth:
+        try:
+            key = load_or_create_key(config.data_dir / "token-signing.key")
+        except (OSError, ValueError) as e:
+            _fail(f"token signing key: {e}")
+        authority = TokenAuthority(key, config.address, clock)
+    tokens = TokenChecker(authority, store, clock)
+
+    signatures = SignatureChecker(config.data_dir / "gnupg", config.trusted_keys)
+    try:
+        trusted = signatures.prepare()
+    except (OSError, ValueError) as e:
+        _fail(f"[Signatures] TrustedKeys: {e}")
+
+    uploads = UploadService(store, blobs, tokens, signatures, clock, in_thread)
+    app = PackageManagerApp(
+        store=store,
+        tokens=tokens,
+        uploads=uploads,
+        index=PythonIndex(store, blobs),
+        clock=clock,
+        started_at=clock(),
+    )
+    resource = app.resource()
+
+    public = server.Site(resource, requestFactory=RequestFactory(uploads, local_admin=False))
+    http_listener = internet.TCPServer(
+        config.listen_port, public, interface=config.listen_host or ""
+    )
+    http_listener.setServiceParent(top)
+
+    admin = server.Site(resource, requestFactory=RequestFactory(uploads, local_admin=True))
+    socket_path = config.socket_path
+    admin_listener = internet.UNIXServer(str(socket_path), admin, mode=0o660, wantPID=True)
+    admin_listener.setServiceParent(top)
+
+    def announce() -> None:
+        if socket_path.exists():
+            os.chmod(socket_path, 0o660)
+        log.info(
+            "Package Manager {version} on {listen}, admin socket {socket}, "
+            "{provider} database schema {schema}, {trusted} trusted signing keys, "
+            "API tokens {tokens}",
+            version=__version__,
+            listen=f"{config.listen_host or '*'}:{config.listen_port}",
+            socket=socket_path,
+            provider=dialect.name,
+            schema=schema,
+            trusted=trusted,
+            tokens="enabled" if authority else "disabled",
+        )
+
+    reactor.callWhenRunning(announce)
+    return top

@@ -7,6 +7,7 @@ file, the clock or the reactor on its own.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any, ClassVar, NoReturn
@@ -40,12 +41,16 @@ STARTUP_TEMP_AGE = 60.0
 
 class Options(usage.Options):
     synopsis = "[--config PATH]"
-    longdesc = "Run the Package Manager server (HTTP API, indexes and admin socket)."
+    longdesc = (
+        "Run the Package Manager server (HTTP API, indexes and admin socket).\n"
+        f"The configuration file defaults to {DEFAULT_CONFIG}."
+    )
     optParameters: ClassVar[list[list[str]]] = [
         ["config", "c", DEFAULT_CONFIG, "the server's configuration file (gcfg)"],
     ]
 
     def opt_version(self) -> NoReturn:
+        """Print the version and exit."""
         print(f"packagemanager {__version__}")
         sys.exit(0)
 
@@ -82,7 +87,18 @@ def makeService(options: usage.Options, reactor: Any = None) -> service.MultiSer
         config = load_config(options["config"])
     except ConfigError as e:
         _fail(e.message)
-    return build(config, reactor)
+    top = build(config, reactor)
+    reactor.callWhenRunning(_stop_cleanly_on_sigterm, reactor)
+    return top
+
+
+def _stop_cleanly_on_sigterm(reactor: Any) -> None:
+    # twistd re-raises the signal that stopped it, so systemd and scripts
+    # would see status -15; a requested stop that shut down cleanly is exit 0.
+    def handler(signum: int, frame: Any) -> None:
+        reactor.callFromThread(reactor.stop)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def build(config: Config, reactor: Any) -> service.MultiService:

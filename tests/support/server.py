@@ -1,0 +1,198 @@
+"""A real ``twistd packagemanager`` process for integration tests.
+
+It runs from the installed copy of the project (the virtualenv's ``twistd``),
+in its own temporary directory, on a free loopback port, and is always stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for(predicate: Any, deadline: float, what: str, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns a truthy value or the deadline passes."""
+    end = time.monotonic() + deadline
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {deadline}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Response:
+    status: int
+    reason: str
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def http(
+    method: str, url: str, body: bytes | None = None, headers: Mapping[str, str] | None = None,
+    timeout: float = 30,
+) -> Response:
+    request = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return Response(r.status, r.reason, dict(r.headers), r.read())
+    except urllib.error.HTTPError as e:
+        return Response(e.code, e.reason, dict(e.headers), e.read())
+
+
+@dataclass
+class ServerProcess:
+    """Owns a server's directory, configuration and process."""
+
+    provider: str = "sqlite"
+    postgres_url: str | None = None
+    api_token_auth: bool = True
+    extra_config: str = ""
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="pm-")))
+    data_dir: Path | None = None
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        if self.data_dir is None:
+            self.data_dir = self.root / "data"
+        self.config_path = self.root / "rstudio-pm.gcfg"
+        self.log_path = self.root / "server.log"
+        self.write_config()
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.root / "run" / "rstudio-pm.sock"
+
+    def write_config(self) -> None:
+        database = "[Database]\nProvider = sqlite\n"
+        if self.provider == "postgres":
+            database = f"[Database]\nProvider = postgres\n[Postgres]\nURL = {self.postgres_url}\n"
+        self.config_path.write_text(
+            f"[Server]\nAddress = {self.address}\nDataDir = {self.data_dir}\n"
+            f"SockFileDir = {self.root / 'run'}\n"
+            f"[HTTP]\nListen = 127.0.0.1:{self.port}\n"
+            f"{database}"
+            f"[Authentication]\nAPITokenAuth = {'true' if self.api_token_auth else 'false'}\n"
+            f"{self.extra_config}"
+        )
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start the process without waiting for it to serve."""
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.process = subprocess.Popen(
+            [str(BIN / "twistd"), "--nodaemon", "--pidfile=", "packagemanager",
+             "--config", str(self.config_path)],
+            cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+        return self.process
+
+    def start(self, deadline: float = 30) -> ServerProcess:
+        process = self.launch()
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"server exited with {process.returncode}:\n{self.log()}")
+            try:
+                return self.get("/__api__/status").status == 200
+            except OSError:
+                return False
+
+        wait_for(ready, deadline, f"the server on port {self.port}")
+        return self
+
+    def stop(self, deadline: float = 30) -> int:
+        """SIGTERM, then wait; returns the exit status."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(deadline)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise AssertionError(f"server ignored SIGTERM:\n{self.log()}") from None
+        code = self.process.returncode
+        self.process = None
+        return code
+
+    def restart(self) -> ServerProcess:
+        assert self.stop() == 0, self.log()
+        return self.start()
+
+    def cleanup(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def url(self, path: str) -> str:
+        return self.address + path
+
+    def get(self, path: str, headers: Mapping[str, str] | None = None) -> Response:
+        return http("GET", self.url(path), headers=headers)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("PACKAGEMANAGER_", "TWINE_"))}
+        env["PACKAGEMANAGER_CONFIG"] = str(self.config_path)
+        env.update(extra)
+        return env
+
+    def rspm(self, *args: str, env: Mapping[str, str] | None = None,
+             check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run the installed ``rspm`` against this server's socket (or ``env``)."""
+        result = subprocess.run(
+            [str(BIN / "rspm"), *args], env=dict(env) if env is not None else self.env(),
+            capture_output=True, text=True, timeout=60,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"rspm {' '.join(args)} failed ({result.returncode}):\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    def setup_python(self, source: str = "local-python-src", repo: str = "python") -> str:
+        """A local-python source served by a python repo; returns a write token."""
+        self.rspm("create", "source", f"--name={source}", "--type=local-python")
+        self.rspm("create", "repo", f"--name={repo}", "--type=python")
+        self.rspm("subscribe", f"--repo={repo}", f"--source={source}")
+        return self.rspm("create", "token", "--quiet", f"--sources={source}",
+                         "--scope=sources:write").stdout.strip()

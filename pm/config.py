@@ -79,7 +79,11 @@ def parse_config(text: str, filename: str) -> Config:
     """
     base = Path(filename).absolute().parent
     given: dict[_Key, list[tuple[int, Any]]] = {}
-    for entry in gcfg.parse(text, filename):
+
+    def check_section(name: str, subsection: str | None, line: int) -> None:
+        _section(name, subsection, f"{filename}:{line}:")
+
+    for entry in gcfg.parse(text, filename, check_section):
         key = _lookup(entry, filename)
         where = f"{filename}:{entry.line}: {key}"
         if not key.repeatable and key in given:
@@ -336,18 +340,22 @@ _KEYS = MappingProxyType({(key.section.lower(), key.name.lower()): key for key i
 _SECTIONS = MappingProxyType({key.section.lower(): key.section for key in _SCHEMA})
 
 
-def _lookup(entry: gcfg.Entry, filename: str) -> _Key:
-    """The schema row for ``entry``, or ConfigError if there is none."""
-    where = f"{filename}:{entry.line}:"
-    header = f"[{entry.section}]"
-    if entry.subsection is not None:
-        header = f"[{entry.section} {gcfg.quote(entry.subsection)}]"
-    section = _SECTIONS.get(entry.section.lower())
+def _section(name: str, subsection: str | None, where: str) -> str:
+    """The schema's spelling of section ``name``, or ConfigError if unknown."""
+    header = f"[{name}]" if subsection is None else f"[{name} {gcfg.quote(subsection)}]"
+    section = _SECTIONS.get(name.lower())
     if section is None:
         known = ", ".join(sorted(_SECTIONS.values()))
         raise ConfigError(f"{where} {header}: unknown section (known: {known})")
-    if entry.subsection is not None:
+    if subsection is not None:
         raise ConfigError(f"{where} {header}: [{section}] takes no subsection")
+    return section
+
+
+def _lookup(entry: gcfg.Entry, filename: str) -> _Key:
+    """The schema row for ``entry``, or ConfigError if there is none."""
+    where = f"{filename}:{entry.line}:"
+    section = _section(entry.section, entry.subsection, where)
     key = _KEYS.get((entry.section.lower(), entry.key.lower()))
     if key is None:
         known = ", ".join(k.name for k in _SCHEMA if k.section == section)

@@ -22,6 +22,7 @@ lenient reading could silently change a value:
 """
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -56,9 +57,15 @@ def quote(value: str) -> str:
     return '"' + value.translate(_QUOTE_ESCAPES) + '"'
 
 
-def parse(text: str, filename: str) -> list[Entry]:
+def parse(
+    text: str,
+    filename: str,
+    on_section: Callable[[str, str | None, int], None] | None = None,
+) -> list[Entry]:
     """Parse gcfg ``text``; ``filename`` is only used in error messages.
 
+    ``on_section(name, subsection, line)`` sees every section header, so a
+    caller can refuse an unknown section even when no key follows it.
     Raises ConfigError("{filename}:{line}: {reason}") on the first syntax error.
     """
     # Split on "\n" only: str.splitlines would also break on form feeds and
@@ -76,6 +83,8 @@ def parse(text: str, filename: str) -> list[Entry]:
             continue
         if line[0] == "[":
             section, subsection = _parse_header(line, filename, lineno)
+            if on_section is not None:
+                on_section(section, subsection, lineno)
             continue
         match = _NAME.match(line)
         rest = line[match.end() :].lstrip(_WHITESPACE) if match else line

@@ -520,22 +520,29 @@ def test_bad_trusted_key_names_its_line() -> None:
 def test_unknown_section() -> None:
     """An unknown section is named with the file and line and the known sections listed."""
     assert error("[Server]\nDataDir = /a\n\n\n\n\n[Databse]\nProvider = sqlite\n") == (
-        "etc/x.gcfg:8: [Databse]: unknown section (known: Authentication, Database, HTTP, "
+        "etc/x.gcfg:7: [Databse]: unknown section (known: Authentication, Database, HTTP, "
         "Postgres, SQLite, Server, Signatures, Storage)"
+    )
+
+
+def test_unknown_empty_section() -> None:
+    """A misspelt section with no keys under it is still refused, at its header's line."""
+    assert error("[Server]\nDataDir = /a\n[Authentcation]\n").startswith(
+        "etc/x.gcfg:3: [Authentcation]: unknown section (known: "
     )
 
 
 def test_unknown_section_with_subsection() -> None:
     """An unknown section with a subsection is shown with it."""
     assert error('[Remote "origin"]\nURL = x\n').startswith(
-        'etc/x.gcfg:2: [Remote "origin"]: unknown section (known: '
+        'etc/x.gcfg:1: [Remote "origin"]: unknown section (known: '
     )
 
 
 def test_subsections_are_refused() -> None:
     """Known sections take no subsection."""
     assert error('[Server "main"]\nDataDir = /a\n') == (
-        'etc/x.gcfg:2: [Server "main"]: [Server] takes no subsection'
+        'etc/x.gcfg:1: [Server "main"]: [Server] takes no subsection'
     )
 
 

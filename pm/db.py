@@ -48,7 +48,9 @@ class Dialect:
     begin_statements: tuple[str, ...]
     migration_lock: tuple[str, ...]
     integrity_errors: tuple[type[BaseException], ...]
-    unavailable_errors: tuple[type[BaseException], ...]
+    # Says whether a driver error means "the database cannot be reached now"
+    # (503, try again) rather than a bug.
+    unavailable: Callable[[BaseException], bool]
     description: str = ""
     _cache: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -58,11 +60,26 @@ class Dialect:
             return query
         cached = self._cache.get(query)
         if cached is None:
-            cached = self._cache[query] = query.replace("?", self.placeholder)
+            cached = self._cache[query] = query.replace("%", "%%").replace("?", self.placeholder)
         return cached
 
     def ddl(self, script: str) -> str:
         return script.replace("{autoid}", self.autoid)
+
+
+# busy, locked, I/O error, corrupt, full, cannot open, not a database
+_SQLITE_UNAVAILABLE = frozenset({5, 6, 10, 11, 13, 14, 26})
+
+
+def _sqlite_unavailable(error: BaseException) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    return isinstance(error, sqlite3.DatabaseError) and (
+        code is None or code & 0xFF in _SQLITE_UNAVAILABLE
+    )
+
+
+def _postgres_unavailable(error: BaseException) -> bool:
+    return isinstance(error, psycopg2.OperationalError | psycopg2.InterfaceError)
 
 
 def _sqlite_setup(connection: sqlite3.Connection) -> None:
@@ -104,7 +121,7 @@ def sqlite_dialect(directory: Path) -> Dialect:
         begin_statements=("BEGIN IMMEDIATE",),
         migration_lock=(),
         integrity_errors=(sqlite3.IntegrityError,),
-        unavailable_errors=(sqlite3.OperationalError, sqlite3.DatabaseError),
+        unavailable=_sqlite_unavailable,
         description=path,
     )
 
@@ -132,7 +149,7 @@ def postgres_dialect(url: str) -> Dialect:
         begin_statements=(),
         migration_lock=(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})",),
         integrity_errors=(psycopg2.IntegrityError,),
-        unavailable_errors=(psycopg2.OperationalError, psycopg2.InterfaceError),
+        unavailable=_postgres_unavailable,
         description=_redact(url),
     )
 
@@ -262,7 +279,10 @@ class Database:
     def _translate(self, failure: Failure) -> Failure:
         if failure.check(*self.dialect.integrity_errors):
             raise Conflict(f"conflicting change: {failure.value}")
-        if failure.check(adbapi.ConnectionLost, *self.dialect.unavailable_errors):
+        error = failure.value
+        if failure.check(adbapi.ConnectionLost) or (
+            error is not None and self.dialect.unavailable(error)
+        ):
             raise StoreUnavailable(
                 f"the {self.dialect.name} database is unavailable; try again shortly"
             )

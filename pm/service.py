@@ -119,7 +119,9 @@ def build(config: Config, reactor: Any) -> service.MultiService:
         schema = migrate(dialect)
     except SchemaTooNew as e:
         _fail(str(e))
-    except dialect.unavailable_errors as e:
+    except Exception as e:
+        if not dialect.unavailable(e):
+            raise
         _fail(f"the {dialect.name} database at {dialect.description} is unreachable: "
               f"{str(e).strip()}")
     database = Database(dialect)

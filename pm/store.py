@@ -179,7 +179,11 @@ class Store:
             self._event(tx, actor, "source.created", name, type_)
             return source
 
-        return await self.db.write(work)
+        try:
+            return await self.db.write(work)
+        except Conflict:
+            # Another node created it between our check and our insert.
+            raise Conflict(f"source '{name}' already exists") from None
 
     async def get_source(self, name: str) -> Source:
         row = await self.db.read(lambda tx: tx.one("SELECT * FROM sources WHERE name = ?", name))
@@ -235,7 +239,10 @@ class Store:
             self._event(tx, actor, "repo.created", name, type_)
             return repo
 
-        return await self.db.write(work)
+        try:
+            return await self.db.write(work)
+        except Conflict:
+            raise Conflict(f"repo '{name}' already exists") from None
 
     def _repo(self, tx: Tx, row: Row) -> Repo:
         sources = tx.all(
@@ -267,6 +274,8 @@ class Store:
             if repo is None:
                 known = ", ".join(r["name"] for r in tx.all("SELECT name FROM repos ORDER BY name"))
                 raise NotFound(f"no repo named '{repo_name}' (repos: {known or 'none yet'})")
+            # Lock the repo row so concurrent subscriptions get distinct positions.
+            tx.run("UPDATE repos SET name = name WHERE guid = ?", repo["guid"])
             source = tx.one("SELECT * FROM sources WHERE name = ?", source_name)
             if source is None:
                 known = ", ".join(
@@ -346,12 +355,13 @@ class Store:
             row = tx.one("SELECT * FROM tokens WHERE guid = ?", guid)
             if row is None:
                 raise NotFound(f"no token with GUID '{guid}'")
-            if row["revoked_at"] is None:
-                now = self._clock()
-                tx.run("UPDATE tokens SET revoked_at = ? WHERE guid = ?", now, guid)
+            # Conditional, so a concurrent revocation keeps the first time.
+            if tx.run("UPDATE tokens SET revoked_at = ? WHERE guid = ? AND revoked_at IS NULL",
+                      self._clock(), guid):
                 self._event(tx, actor, "token.revoked", guid)
-                row["revoked_at"] = now
-            return _token(row)
+            revoked = tx.one("SELECT * FROM tokens WHERE guid = ?", guid)
+            assert revoked is not None
+            return _token(revoked)
 
         return await self.db.write(work)
 
@@ -430,7 +440,8 @@ class Store:
 
 
 def _check_name(name: str, what: str) -> None:
-    if not name or len(name) > 100 or not all(c.isalnum() or c in "-_." for c in name):
+    # "." and ".." would be dropped from URLs by every client.
+    if not name.strip(".") or len(name) > 100 or not all(c.isalnum() or c in "-_." for c in name):
         raise BadRequest(
             f"invalid {what} name '{name}': use 1-100 letters, digits, '-', '_' or '.'"
         )

@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from twisted.web import http, static
 from twisted.web.resource import IResource
 from twisted.web.server import Request
+from werkzeug.exceptions import HTTPException
 
 from pm import __version__, python_index
 from pm.auth import LOCAL_ADMIN, Principal, TokenChecker
@@ -63,8 +64,8 @@ def _reason(message: str) -> bytes:
     return line[:300].encode("ascii")
 
 
-def _json(request: Request, value: Any, code: int = http.OK) -> bytes:
-    request.setResponseCode(code)
+def _json(request: Request, value: Any, code: int = http.OK, reason: bytes | None = None) -> bytes:
+    request.setResponseCode(code, reason)
     request.setHeader(b"content-type", b"application/json")
     return json.dumps(value, indent=2).encode() + b"\n"
 
@@ -110,6 +111,7 @@ class PackageManagerApp:
             return LOCAL_ADMIN
         token = token_from_headers(request.getHeader(b"authorization"))
         if token is None:
+            self.tokens.require_enabled()
             raise Unauthorized(
                 "authentication required: send an API token as 'Authorization: Bearer <token>'"
             )
@@ -129,17 +131,21 @@ class PackageManagerApp:
         code = status_for(error)
         if code == http.INTERNAL_SERVER_ERROR:
             self.log.failure("request failed", failure)
-        request.setResponseCode(code, _reason(error.message))
+        reason = _reason(error.message)
         if code == http.UNAUTHORIZED:
             request.setHeader(b"www-authenticate", b'Basic realm="packagemanager"')
         path = request.path or b""
         if path.startswith(b"/__api__/"):
-            return _json(request, {"error": error.message, "code": code}, code)
+            return _json(request, {"error": error.message, "code": code}, code, reason)
+        request.setResponseCode(code, reason)
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         return f"{code} {error.message}\n".encode()
 
     @app.handle_errors(Exception)
     def unexpected_error(self, request: Request, failure: Failure) -> bytes:
+        if failure.check(HTTPException):
+            # Klein's own routing answers (404, 405, slash redirects).
+            failure.raiseException()
         self.log.failure("unhandled error in {uri}", failure, uri=request.uri)
         request.setResponseCode(http.INTERNAL_SERVER_ERROR, b"Internal server error")
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
@@ -231,6 +237,8 @@ class PackageManagerApp:
 
     async def _targets(self, scope: str, body: dict[str, Any]) -> tuple[str, ...] | None:
         if scope == "global:admin":
+            if body.get("sources") or body.get("repos"):
+                raise BadRequest("--sources and --repos do not apply to --scope=global:admin")
             return ()
         option = "sources" if scope == "sources:write" else "repos"
         names = [n.strip() for n in str(body.get(option) or "").split(",") if n.strip()]

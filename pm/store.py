@@ -432,11 +432,19 @@ class Store:
         ))
         return None if row is None else _python_file(row)
 
-    async def python_blob_in_use(self, sha256: str) -> bool:
-        row = await self.db.read(
-            lambda tx: tx.one("SELECT 1 AS used FROM python_files WHERE sha256 = ?", sha256)
-        )
-        return row is not None
+    async def python_digests_in_use(self, digests: Sequence[str]) -> set[str]:
+        """Which of ``digests`` a recorded file, its metadata or its signature uses."""
+        if not digests:
+            return set()
+        marks = ", ".join("?" for _ in digests)
+        rows = await self.db.read(lambda tx: tx.all(
+            " UNION ".join(
+                f"SELECT {column} AS digest FROM python_files WHERE {column} IN ({marks})"
+                for column in ("sha256", "metadata_sha256", "signature_sha256")
+            ),
+            *digests, *digests, *digests,
+        ))
+        return {row["digest"] for row in rows}
 
 
 def _check_name(name: str, what: str) -> None:

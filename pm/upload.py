@@ -180,6 +180,7 @@ class UploadReceiver:
             return LOCAL_ADMIN
         token = token_from_headers(_header(self._headers, b"authorization"))
         if token is None:
+            self._service.tokens.require_enabled()
             raise Unauthorized(
                 "authentication required: use the username __token__ and an API token "
                 "as the password"
@@ -373,7 +374,10 @@ class UploadReceiver:
         if signature is not None:
             signed = await service.in_thread(service.signatures.check, writer.path, signature)
 
-        metadata_sha = hashlib.sha256(metadata.raw).hexdigest()
+        # PEP 658 metadata only for wheels: an sdist's PKG-INFO may leave out
+        # its dependencies, and pip would trust it instead of building.
+        metadata_sha = hashlib.sha256(metadata.raw).hexdigest() \
+            if dist.filetype == "bdist_wheel" else None
         signature_sha = hashlib.sha256(signature).hexdigest() if signature is not None else None
         record = PythonFile(
             source_guid=source.guid,
@@ -403,7 +407,12 @@ class UploadReceiver:
         try:
             created = await service.store.add_python_file(record)
         except BaseException:
-            await service.in_thread(_unplace, service.blobs, placed)
+            # A companion (metadata, signature) may be shared with a file that
+            # a concurrent upload recorded meanwhile.
+            used = await service.store.python_digests_in_use([sha for sha, _ in placed])
+            await service.in_thread(
+                _unplace, service.blobs, [p for p in placed if p[0] not in used]
+            )
             raise
         service.log.info(
             "{actor} uploaded {filename} ({size} bytes) to {source}",

@@ -452,7 +452,7 @@ async def test_delete_source_removes_its_subscriptions_and_files(store: Store) -
     assert (await store.get_repo("other")).sources == ()
     assert await store.python_file(doomed.guid, gone.filename) is None
     assert await store.python_files(doomed.guid, "demo") == []
-    assert not await store.python_blob_in_use(gone.sha256)
+    assert await store.python_digests_in_use([gone.sha256]) == set()
     assert await store.python_file(kept.guid, stays.filename) == stays
     assert await rows(store, "SELECT * FROM subscriptions WHERE source_guid = ?",
                       doomed.guid) == []
@@ -683,7 +683,7 @@ async def test_different_file_under_an_existing_name_is_refused(store: Store) ->
     with pytest.raises(BadUpload, match="File already exists"):
         await store.add_python_file(impostor)
     assert await store.python_file(src.guid, record.filename) == record
-    assert not await store.python_blob_in_use(impostor.sha256)
+    assert await store.python_digests_in_use([impostor.sha256]) == set()
     assert await history(store) == before
 
 
@@ -770,21 +770,24 @@ async def test_repo_precedence_follows_subscription_order(store: Store) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_python_blob_in_use(store: Store) -> None:
-    """python_blob_in_use is True while any source holds a file with that sha256."""
+async def test_python_digests_in_use(store: Store) -> None:
+    """A digest is in use while any source holds a file, metadata or signature with it."""
     a = await store.create_source("a", "local-python", ACTOR)
     b = await store.create_source("b", "local-python", ACTOR)
     same = b"identical bytes in two sources"
-    record = python_file(a, "demo-1.0.tar.gz", content=same)
-    assert not await store.python_blob_in_use(record.sha256)
+    record = python_file(a, "demo-1.0.tar.gz", content=same, signature_sha256="cd" * 32)
+    assert record.metadata_sha256 is not None
+    digests = [record.sha256, record.metadata_sha256, "cd" * 32]
+    other = hashlib.sha256(b"other").hexdigest()
+    assert await store.python_digests_in_use([*digests, other]) == set()
     await store.add_python_file(record)
     await store.add_python_file(python_file(b, "demo-1.0.tar.gz", content=same))
-    assert await store.python_blob_in_use(record.sha256)
-    assert not await store.python_blob_in_use(hashlib.sha256(b"other").hexdigest())
+    assert await store.python_digests_in_use([*digests, other]) == set(digests)
     await store.delete_source("a", ACTOR)
-    assert await store.python_blob_in_use(record.sha256)
+    assert await store.python_digests_in_use(digests) == set(digests[:2])
     await store.delete_source("b", ACTOR)
-    assert not await store.python_blob_in_use(record.sha256)
+    assert await store.python_digests_in_use(digests) == set()
+    assert await store.python_digests_in_use([]) == set()
 
 
 # Transactions -------------------------------------------------------------------

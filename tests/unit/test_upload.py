@@ -1,0 +1,873 @@
+"""The streaming upload path: ``POST /upload/pypi/{source}`` fed to the server byte by byte.
+
+A real ``twisted.web.server.Site`` with the server's own request factory
+(``pm.web.RequestFactory``) is connected to a ``StringTransport``; the raw HTTP
+request is pushed through ``dataReceived`` in small pieces, exactly as TCP
+would deliver it, and the raw response is read back from the transport. The
+database (SQLite through adbapi) and the thread pool are real, so every wait
+lets the reactor run until a deadline.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import tracemalloc
+import uuid
+import zipfile
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import pytest_twisted
+from twisted.internet import task
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransportWithDisconnection
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
+from twisted.web.server import Site
+
+from pm.auth import Principal, TokenChecker
+from pm.store import PythonFile, Store
+from pm.tokens import Grant, TokenAuthority, generate_key
+from pm.upload import MAX_FIELD, MAX_PARTS, PENDING_LIMIT
+from pm.web import RequestFactory, StreamingRequest
+from tests.support.packages import (
+    build_sdist,
+    build_wheel,
+    digests,
+    multipart_body,
+    upload_fields,
+)
+from tests.unit.appfixture import AppEnv, app_env, wait_until
+
+BOUNDARY = "pmtestboundary0123456789"
+
+
+# The raw HTTP exchange --------------------------------------------------------------
+
+
+@dataclass
+class Response:
+    """One HTTP response as read back from the transport."""
+
+    status: int
+    reason: str
+    headers: dict[str, list[str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.get(name.lower())
+        return values[0] if values else None
+
+
+def parse_responses(raw: bytes, closed: bool) -> tuple[list[Response], bool]:
+    """The responses in ``raw`` and whether the last one is complete."""
+    responses: list[Response] = []
+    pos = 0
+    while pos < len(raw):
+        end = raw.find(b"\r\n\r\n", pos)
+        if end == -1:
+            return responses, False
+        status_line, *header_lines = raw[pos:end].decode("latin-1").split("\r\n")
+        _version, code, *reason = status_line.split(" ", 2)
+        headers: dict[str, list[str]] = {}
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            headers.setdefault(name.strip().lower(), []).append(value.strip())
+        status = int(code)
+        pos = end + 4
+        body = b""
+        if 100 <= status < 200 or status in (204, 304):
+            pass
+        elif "content-length" in headers:
+            length = int(headers["content-length"][0])
+            if len(raw) - pos < length:
+                return responses, False
+            body, pos = raw[pos:pos + length], pos + length
+        elif headers.get("transfer-encoding", [""])[0].lower() == "chunked":
+            chunks = []
+            while True:
+                eol = raw.find(b"\r\n", pos)
+                if eol == -1:
+                    return responses, False
+                size = int(raw[pos:eol].split(b";")[0], 16)
+                if len(raw) < eol + 2 + size + 2:
+                    return responses, False
+                chunks.append(raw[eol + 2:eol + 2 + size])
+                pos = eol + 2 + size + 2
+                if size == 0:
+                    break
+            body = b"".join(chunks)
+        else:
+            if not closed:
+                return responses, False
+            body, pos = raw[pos:], len(raw)
+        responses.append(Response(status, reason[0] if reason else "", headers, body))
+    return responses, True
+
+
+class Connection:
+    """One client connection to the site over a StringTransport."""
+
+    def __init__(self, site: Site) -> None:
+        self.transport = StringTransportWithDisconnection()
+        protocol = site.buildProtocol(None)
+        assert protocol is not None
+        self.protocol = protocol
+        self.transport.protocol = protocol
+        protocol.makeConnection(self.transport)
+
+    def send(self, data: bytes, piece: int = 4096) -> None:
+        for start in range(0, len(data), piece):
+            self.protocol.dataReceived(data[start:start + piece])
+
+    def responses(self) -> list[Response]:
+        return parse_responses(self.transport.value(), not self.transport.connected)[0]
+
+    def _final_ready(self) -> bool:
+        responses, complete = parse_responses(self.transport.value(),
+                                              not self.transport.connected)
+        return complete and bool(responses) and responses[-1].status >= 200
+
+    async def final(self, timeout: float = 30.0) -> Response:
+        """The final (non-1xx) response, once it is completely written."""
+        await wait_until(self._final_ready, timeout, "the final response")
+        return self.responses()[-1]
+
+    def disconnect(self) -> None:
+        """The client goes away, as a reset TCP connection would be reported."""
+        self.transport.connected = False
+        self.protocol.connectionLost(Failure(ConnectionDone("client went away")))
+
+
+class GatedChecker(TokenChecker):
+    """A TokenChecker whose checks wait until the test opens its gate."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.gate: Deferred[None] | None = None
+
+    async def check(self, token: str) -> Principal:
+        if self.gate is not None:
+            await self.gate
+        return await super().check(token)
+
+
+class GatedStore(Store):
+    """A Store that can hold back recording a file with a given sha256."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.gates: dict[str, Deferred[None]] = {}
+        self.waiting: set[str] = set()
+
+    async def add_python_file(self, record: PythonFile) -> bool:
+        gate = self.gates.get(record.sha256)
+        if gate is not None:
+            self.waiting.add(record.sha256)
+            await gate
+        return await super().add_python_file(record)
+
+
+@dataclass
+class Server:
+    """The public listener's Site, remembering every request it builds."""
+
+    env: AppEnv
+    site: Site
+    requests: list[StreamingRequest] = field(default_factory=list)
+
+    def connect(self) -> Connection:
+        return Connection(self.site)
+
+    @property
+    def checker(self) -> GatedChecker:
+        return cast(GatedChecker, self.env.checker)
+
+    @property
+    def store(self) -> GatedStore:
+        return cast(GatedStore, self.env.store)
+
+
+def request_head(path: str, *, content_type: str | None, token: str | None,
+                 length: int | None, expect: bool = False,
+                 extra: tuple[str, ...] = ()) -> bytes:
+    """The request line and headers; ``length`` None means chunked."""
+    lines = [f"POST {path} HTTP/1.1", "Host: test", "User-Agent: twine/6.2.0"]
+    if content_type is not None:
+        lines.append(f"Content-Type: {content_type}")
+    if token is not None:
+        credentials = base64.b64encode(f"__token__:{token}".encode()).decode()
+        lines.append(f"Authorization: Basic {credentials}")
+    if expect:
+        lines.append("Expect: 100-continue")
+    lines.append("Transfer-Encoding: chunked" if length is None else f"Content-Length: {length}")
+    lines.extend(extra)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def chunked(body: bytes, size: int) -> bytes:
+    """``body`` in HTTP/1.1 chunked transfer encoding."""
+    out = io.BytesIO()
+    for start in range(0, len(body), size):
+        piece = body[start:start + size]
+        out.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+    out.write(b"0\r\n\r\n")
+    return out.getvalue()
+
+
+@dataclass
+class Upload:
+    """What a client sends: form fields, file parts, the token and the target."""
+
+    source: str
+    fields: list[tuple[str, str]]
+    files: list[tuple[str, str, bytes]]
+    token: str | None
+    content_type: str | None = None
+    body: bytes | None = None
+    raw_request: bytes | None = None
+
+    def encode(self) -> tuple[bytes, str | None]:
+        body, content_type = multipart_body(self.fields, self.files, BOUNDARY)
+        if self.body is not None:
+            body = self.body
+        return body, content_type if self.content_type is None else self.content_type
+
+    def raw(self, *, piece_chunked: int | None = None, expect: bool = False) -> bytes:
+        if self.raw_request is not None:
+            return self.raw_request
+        body, content_type = self.encode()
+        path = f"/upload/pypi/{self.source}/"
+        if piece_chunked is not None:
+            return request_head(path, content_type=content_type, token=self.token,
+                                length=None, expect=expect) + chunked(body, piece_chunked)
+        return request_head(path, content_type=content_type, token=self.token,
+                            length=len(body), expect=expect) + body
+
+
+def wheel_upload(path: Path, source: str, token: str | None,
+                 name: str = "example-package", version: str = "1.0.0") -> Upload:
+    return Upload(source, upload_fields(path, name, version),
+                  [("content", path.name, path.read_bytes())], token)
+
+
+async def nothing_kept(env: AppEnv) -> None:
+    """A refused or abandoned upload leaves no file, no temp file and no row."""
+    assert env.stored_files() == []
+    assert env.temp_files() == []
+    assert await env.python_rows() == []
+
+
+async def status_answers(server: Server) -> Response:
+    """A GET /__api__/status on a fresh connection."""
+    conn = server.connect()
+    conn.send(b"GET /__api__/status HTTP/1.1\r\nHost: test\r\n\r\n")
+    return await conn.final()
+
+
+# Fixtures ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[AppEnv]:
+    """A fresh in-memory server whose token checks and file records can be held back."""
+    with app_env(tmp_path, checker=GatedChecker, store=GatedStore) as built:
+        yield built
+
+
+@pytest.fixture
+def server(env: AppEnv) -> Server:
+    """The public (TCP) Site: uploads need a token, nothing is local admin."""
+    return public_site(env)
+
+
+def public_site(env: AppEnv) -> Server:
+    requests: list[StreamingRequest] = []
+    factory = RequestFactory(env.uploads, local_admin=False)
+
+    def request_factory(channel: HTTPChannel, queued: object = None) -> StreamingRequest:
+        request = factory(channel, queued)
+        requests.append(request)
+        return request
+
+    # A Clock of its own keeps the channels' idle timeouts off the real reactor.
+    site = Site(env.app.resource(), requestFactory=request_factory, reactor=task.Clock())
+    return Server(env, site, requests)
+
+
+@pytest.fixture
+def dist(tmp_path: Path) -> Path:
+    """Where test distributions are built (outside the server's DataDir)."""
+    path = tmp_path / "dist"
+    path.mkdir()
+    return path
+
+
+# Successful uploads ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("piece", [1, 7, 4096])
+@pytest.mark.parametrize("kind", ["wheel", "sdist"])
+@pytest_twisted.ensureDeferred
+async def test_upload_fed_in_small_pieces_is_stored(
+    env: AppEnv, server: Server, dist: Path, piece: int, kind: str
+) -> None:
+    """A good upload, however finely the bytes are split, answers 200 and is stored."""
+    source = await env.python_source()
+    token = await env.source_token(source)
+    path = build_wheel(dist) if kind == "wheel" else build_sdist(dist)
+    conn = server.connect()
+
+    conn.send(wheel_upload(path, source.name, token).raw(), piece)
+    response = await conn.final()
+
+    assert (response.status, response.reason) == (200, "OK"), response
+    assert response.body.decode() == f"OK: {path.name} added to uploads\n"
+    sha256 = digests(path)["sha256_digest"]
+    rows = await env.python_rows()
+    assert [(r["filename"], r["sha256"], r["size"], r["project"], r["version"])
+            for r in rows] == [(path.name, sha256, path.stat().st_size,
+                                "example-package", "1.0.0")]
+    assert rows[0]["uploaded_by"].startswith("token:")
+    stored = env.blobs.path_for(sha256)
+    assert stored.read_bytes() == path.read_bytes()
+    assert stored in env.stored_files()
+    assert env.temp_files() == []
+    assert await env.store.python_file(source.guid, path.name) is not None
+
+
+@pytest_twisted.ensureDeferred
+async def test_expect_100_continue_is_answered_before_the_body(
+    env: AppEnv, server: Server, dist: Path
+) -> None:
+    """With ``Expect: 100-continue`` the server sends 100 Continue, then the final 200."""
+    source = await env.python_source()
+    token = await env.source_token(source)
+    path = build_wheel(dist)
+    body, content_type = wheel_upload(path, source.name, token).encode()
+    conn = server.connect()
+
+    conn.send(request_head("/upload/pypi/uploads", content_type=content_type, token=token,
+                           length=len(body), expect=True))
+    assert conn.transport.value() == b"HTTP/1.1 100 Continue\r\n\r\n"
+    conn.send(body, 7)
+    response = await conn.final()
+
+    statuses = [r.status for r in conn.responses()]
+    assert statuses == [100, 200]
+    assert conn.transport.value().startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 ")
+    assert response.status == 200
+    assert len(await env.python_rows()) == 1
+
+
+@pytest.mark.parametrize(("chunk_size", "piece"), [(1000, 7), (65536, 4096), (1, 512)])
+@pytest_twisted.ensureDeferred
+async def test_chunked_transfer_encoding(
+    env: AppEnv, server: Server, dist: Path, chunk_size: int, piece: int
+) -> None:
+    """A body sent with ``Transfer-Encoding: chunked`` (no Content-Length) is stored intact."""
+    source = await env.python_source()
+    token = await env.source_token(source)
+    path = build_wheel(dist, payload_size=20_000)
+    conn = server.connect()
+
+    conn.send(wheel_upload(path, source.name, token).raw(piece_chunked=chunk_size), piece)
+    response = await conn.final()
+
+    assert response.status == 200, response
+    sha256 = digests(path)["sha256_digest"]
+    assert [r["sha256"] for r in await env.python_rows()] == [sha256]
+    assert env.blobs.path_for(sha256).read_bytes() == path.read_bytes()
+    assert env.temp_files() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_body_never_accumulates_in_memory(
+    env: AppEnv, server: Server, dist: Path
+) -> None:
+    """A 2 MiB upload goes straight to disk: request.content stays empty, memory stays flat."""
+    source = await env.python_source()
+    token = await env.source_token(source)
+    path = build_wheel(dist, payload_size=2 << 20)
+    raw = wheel_upload(path, source.name, token).raw()
+    conn = server.connect()
+    start = 64 * 1024
+    conn.send(raw[:start])
+    request = server.requests[-1]
+    # Streaming has begun once the content part has a temp file.
+    await wait_until(lambda: len(env.temp_files()) == 1, what="the temp blob")
+
+    tracemalloc.start()
+    try:
+        for offset in range(start, len(raw), 4096):
+            conn.protocol.dataReceived(raw[offset:offset + 4096])
+            assert request.content is not None
+            assert request.content.tell() == 0
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert request.content is not None
+    assert len(request.content.getvalue()) == 0
+    assert peak < 512 * 1024, f"{peak} bytes allocated while streaming {len(raw)} bytes"
+    # The temp file holds what has arrived so far, before the request completes.
+    assert env.temp_files()[0].stat().st_size > 2 << 20
+    response = await conn.final()
+    assert response.status == 200, response
+    assert [r["size"] for r in await env.python_rows()] == [path.stat().st_size]
+    assert env.temp_files() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_early_bytes_held_and_transport_paused_while_token_is_checked(
+    env: AppEnv, server: Server, dist: Path
+) -> None:
+    """Body bytes that arrive before the token is checked are held (nothing is written);
+    past PENDING_LIMIT the transport is paused, and resumed once the check is done."""
+    source = await env.python_source()
+    token = await env.source_token(source)
+    path = build_wheel(dist, payload_size=PENDING_LIMIT * 2)
+    raw = wheel_upload(path, source.name, token).raw()
+    head_end = raw.index(b"\r\n\r\n") + 4
+    gate: Deferred[None] = Deferred()
+    server.checker.gate = gate
+    conn = server.connect()
+
+    conn.send(raw[:head_end + PENDING_LIMIT // 2])
+    assert conn.transport.producerState == "producing"
+    assert env.temp_files() == []
+    below = head_end + PENDING_LIMIT
+    conn.send(raw[head_end + PENDING_LIMIT // 2:below])
+    assert conn.transport.producerState == "producing"
+    conn.send(raw[below:below + 8192])
+    assert conn.transport.producerState == "paused"
+    assert env.temp_files() == []
+    assert await env.python_rows() == []
+
+    server.checker.gate = None
+    gate.callback(None)
+    await wait_until(lambda: conn.transport.producerState == "producing",
+                     what="the transport to be resumed")
+    # The held bytes were written out in order once the token was accepted.
+    assert len(env.temp_files()) == 1
+    conn.send(raw[below + 8192:])
+    response = await conn.final()
+
+    assert response.status == 200, response
+    sha256 = digests(path)["sha256_digest"]
+    assert env.blobs.path_for(sha256).read_bytes() == path.read_bytes()
+    assert env.temp_files() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_identical_reupload_is_200_and_different_content_is_400(
+    env: AppEnv, server: Server, dist: Path
+) -> None:
+    """Re-sending the same file answers 200; another file under that name answers 400
+    "File already exists" and leaves the stored file as it was."""
+    source = await env.python_source()
+    token = await env.source_token(source)
+    path = build_wheel(dist)
+    first = path.read_bytes()
+    upload = wheel_upload(path, source.name, token)
+
+    for expected in ("added to", "was already in"):
+        conn = server.connect()
+        conn.send(upload.raw(), 997)
+        response = await conn.final()
+        assert response.status == 200, response
+        assert expected in response.body.decode()
+
+    other = dist / "other"
+    other.mkdir()
+    changed = build_wheel(other, payload_size=100)
+    assert changed.name == path.name
+    conn = server.connect()
+    conn.send(wheel_upload(changed, source.name, token).raw(), 997)
+    response = await conn.final()
+
+    assert response.status == 400
+    assert "File already exists" in response.reason
+    rows = await env.python_rows()
+    assert [r["sha256"] for r in rows] == [hashlib.sha256(first).hexdigest()]
+    assert env.blobs.path_for(rows[0]["sha256"]).read_bytes() == first
+    assert not env.blobs.path_for(digests(changed)["sha256_digest"]).exists()
+    assert env.temp_files() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_losing_a_race_keeps_the_winners_files(
+    env: AppEnv, server: Server, dist: Path
+) -> None:
+    """Two different files under one name race: the one recorded second is refused, and
+    its clean-up removes only what nobody else uses; the winner's distribution and its
+    core metadata (identical in both wheels) stay on disk."""
+    source = await env.python_source()
+    token = await env.source_token(source)
+    (dist / "a").mkdir()
+    (dist / "b").mkdir()
+    winner = build_wheel(dist / "a")
+    loser = build_wheel(dist / "b", payload_size=64)
+    loser_sha = digests(loser)["sha256_digest"]
+    gate: Deferred[None] = Deferred()
+    server.store.gates[loser_sha] = gate
+
+    # The loser gets as far as placing its blobs, then waits to be recorded.
+    late = server.connect()
+    late.send(wheel_upload(loser, source.name, token).raw())
+    await wait_until(lambda: loser_sha in server.store.waiting, what="the loser to wait")
+    early = server.connect()
+    early.send(wheel_upload(winner, source.name, token).raw())
+    won = await early.final()
+    gate.callback(None)
+    lost = await late.final()
+
+    assert won.status == 200, won
+    assert lost.status == 400, lost
+    assert "File already exists" in lost.reason
+    (row,) = await env.python_rows()
+    assert row["sha256"] == digests(winner)["sha256_digest"]
+    assert env.blobs.path_for(row["sha256"]).read_bytes() == winner.read_bytes()
+    assert env.blobs.path_for(row["metadata_sha256"], ".metadata").is_file()
+    assert not env.blobs.path_for(loser_sha).exists()
+    assert env.temp_files() == []
+
+
+# Refused uploads -------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    """A broken upload: how to break the good one and what the server must answer."""
+
+    status: int
+    reason: str
+    change: Callable[[AppEnv, Upload, Path], Awaitable[Upload]]
+
+
+def _set_field(upload: Upload, name: str, value: str) -> Upload:
+    return replace(upload, fields=[(k, value if k == name else v) for k, v in upload.fields])
+
+
+def _rename(filename: str) -> Callable[[AppEnv, Upload, Path], Awaitable[Upload]]:
+    async def change(env: AppEnv, upload: Upload, dist: Path) -> Upload:
+        (_, _, data), = upload.files
+        return replace(upload, files=[("content", filename, data)])
+    return change
+
+
+def _field(name: str, value: str) -> Callable[[AppEnv, Upload, Path], Awaitable[Upload]]:
+    async def change(env: AppEnv, upload: Upload, dist: Path) -> Upload:
+        return _set_field(upload, name, value)
+    return change
+
+
+def _content(data: bytes) -> Callable[[AppEnv, Upload, Path], Awaitable[Upload]]:
+    """Replace the file with ``data``, sending the digests of ``data``."""
+    async def change(env: AppEnv, upload: Upload, dist: Path) -> Upload:
+        (_, filename, _), = upload.files
+        fake = dist / "fake.bin"
+        fake.write_bytes(data)
+        upload = replace(upload, files=[("content", filename, data)])
+        for key, value in digests(fake).items():
+            upload = _set_field(upload, key, value)
+        return upload
+    return change
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return out.getvalue()
+
+
+async def _no_content(env: AppEnv, upload: Upload, dist: Path) -> Upload:
+    return replace(upload, files=[])
+
+
+async def _text_plain(env: AppEnv, upload: Upload, dist: Path) -> Upload:
+    return replace(upload, content_type="text/plain")
+
+
+async def _no_boundary(env: AppEnv, upload: Upload, dist: Path) -> Upload:
+    return replace(upload, content_type="multipart/form-data")
+
+
+async def _unclosed_boundary(env: AppEnv, upload: Upload, dist: Path) -> Upload:
+    return replace(upload, content_type=f'multipart/form-data; boundary="{BOUNDARY}')
+
+
+async def _illegal_boundary(env: AppEnv, upload: Upload, dist: Path) -> Upload:
+    return replace(upload, content_type="multipart/form-data; boundary=a@b{c}")
+
+
+async def _other_boundary(env: AppEnv, upload: Upload, dist: Path) -> Upload:
+    return replace(upload, content_type="multipart/form-data; boundary=notthebodysboundary")
+
+
+async def _truncated(env: AppEnv, upload: Upload, dist: Path) -> Upload:
+    body, _ = upload.encode()
+    closing = f"--{BOUNDARY}--\r\n".encode()
+    assert body.endswith(closing)
+    return replace(upload, body=body[:-len(closing)])
+
+
+async def _no_metadata(env: AppEnv, upload: Upload, dist: Path) -> Upload:
+    info = "example_package-1.0.0.dist-info"
+    data = _zip({
+        "example_package/__init__.py": b"",
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{info}/RECORD": b"",
+    })
+    return await _content(data)(env, upload, dist)
+
+
+async def _unknown_source(env: AppEnv, upload: Upload, dist: Path) -> Upload:
+    return replace(upload, source="nowhere", token=await env.token())
+
+
+async def _r_source(env: AppEnv, upload: Upload, dist: Path) -> Upload:
+    await env.store.create_source("cran-local", "local", "local-admin")
+    return replace(upload, source="cran-local", token=await env.token())
+
+
+async def _big_field(env: AppEnv, upload: Upload, dist: Path) -> Upload:
+    return replace(upload, fields=[*upload.fields, ("description", "x" * (MAX_FIELD + 1))])
+
+
+async def _too_many_parts(env: AppEnv, upload: Upload, dist: Path) -> Upload:
+    extra = [("classifiers", "Topic :: Utilities")] * MAX_PARTS
+    return replace(upload, fields=[*upload.fields, *extra])
+
+
+async def _bad_signature(env: AppEnv, upload: Upload, dist: Path) -> Upload:
+    (_, filename, _), = upload.files
+    signature = ("gpg_signature", f"{filename}.asc", b"this is not an OpenPGP signature\n")
+    return replace(upload, files=[*upload.files, signature])
+
+
+async def _no_token(env: AppEnv, upload: Upload, dist: Path) -> Upload:
+    return replace(upload, token=None)
+
+
+async def _other_source_token(env: AppEnv, upload: Upload, dist: Path) -> Upload:
+    other = await env.python_source("someone-elses")
+    return replace(upload, token=await env.source_token(other))
+
+
+async def _repos_read_token(env: AppEnv, upload: Upload, dist: Path) -> Upload:
+    return replace(upload, token=await env.token("repos:read", None))
+
+
+async def _expired_token(env: AppEnv, upload: Upload, dist: Path) -> Upload:
+    source = await env.store.get_source(upload.source)
+    token = await env.token("sources:write", (source.guid,), expires_in=60)
+    env.clock.advance(61)
+    return replace(upload, token=token)
+
+
+async def _revoked_token(env: AppEnv, upload: Upload, dist: Path) -> Upload:
+    assert upload.token is not None
+    await env.store.revoke_token(env.issued[-1], "local-admin")
+    return upload
+
+
+async def _other_username(env: AppEnv, upload: Upload, dist: Path) -> Upload:
+    upload = replace(upload, token=None)
+    body, content_type = upload.encode()
+    credentials = base64.b64encode(f"alice:{await env.token()}".encode()).decode()
+    raw = request_head(f"/upload/pypi/{upload.source}/", content_type=content_type,
+                       token=None, length=len(body),
+                       extra=(f"Authorization: Basic {credentials}",))
+    return replace(upload, raw_request=raw + body)
+
+
+async def _no_digest(env: AppEnv, upload: Upload, dist: Path) -> Upload:
+    fields = [(k, v) for k, v in upload.fields if not k.endswith("_digest")]
+    return replace(upload, fields=fields)
+
+
+WHEEL = "example_package-1.0.0-py3-none-any.whl"
+
+REFUSED = {
+    "missing-content-part": Case(400, "'content' part is missing", _no_content),
+    "not-multipart": Case(400, "Content-Type must be multipart/form-data", _text_plain),
+    "no-boundary-parameter": Case(400, "without a boundary", _no_boundary),
+    "unclosed-boundary": Case(400, "invalid multipart boundary", _unclosed_boundary),
+    "illegal-boundary": Case(400, "invalid multipart boundary", _illegal_boundary),
+    "body-with-another-boundary": Case(400, "multipart", _other_boundary),
+    "truncated-body": Case(400, "truncated multipart body", _truncated),
+    "md5-mismatch": Case(400, "does not match a digest calculated from the uploaded file "
+                              "(md5_digest)", _field("md5_digest", "0" * 32)),
+    "sha256-mismatch": Case(400, "(sha256_digest)", _field("sha256_digest", "0" * 64)),
+    "blake2-mismatch": Case(400, "(blake2_256_digest)", _field("blake2_256_digest", "0" * 64)),
+    "no-digest": Case(400, "Include at least one message digest", _no_digest),
+    "slash-in-filename": Case(400, "'/' or '\\' in the name", _rename(f"dist/{WHEEL}")),
+    # In a quoted-string "\\" is an escaped backslash: the filename holds one.
+    "backslash-in-filename": Case(400, "'/' or '\\' in the name", _rename(f"dist\\\\{WHEEL}")),
+    "dotdot-in-filename": Case(400, "'..' in the name",
+                               _rename("example_package-1.0.0-py3-none-any..whl")),
+    "parent-dir-filename": Case(400, "in the name", _rename(f"../{WHEEL}")),
+    "control-char-in-filename": Case(400, "non-printable",
+                                     _rename("example_package-1.0.0\x01-py3-none-any.whl")),
+    "tab-in-filename": Case(400, "non-printable",
+                            _rename("example_package\t-1.0.0-py3-none-any.whl")),
+    "del-in-filename": Case(400, "non-printable",
+                            _rename("example_package-1.0.0-py3-none-any\x7f.whl")),
+    "name-disagrees": Case(400, "Start filename for 'other-package' with 'other_package'",
+                           _field("name", "other-package")),
+    "version-disagrees": Case(400, "Version in filename should be '2.0' not '1.0.0'",
+                              _field("version", "2.0")),
+    "filetype-disagrees": Case(400, "Extension .whl is invalid for filetype sdist",
+                               _field("filetype", "sdist")),
+    "wheel-not-a-zip": Case(400, "not a zip archive", _content(b"definitely not a zip\n" * 50)),
+    "wheel-without-metadata": Case(400, "does not contain the required METADATA file",
+                                   _no_metadata),
+    "unknown-source": Case(404, "no source named 'nowhere'", _unknown_source),
+    "r-source": Case(400, "cannot take Python packages", _r_source),
+    "field-too-large": Case(400, "Field 'description' is too large", _big_field),
+    "too-many-parts": Case(400, "too many multipart parts", _too_many_parts),
+    "not-a-signature": Case(400, "Invalid signature", _bad_signature),
+    "no-authorization": Case(401, "authentication required", _no_token),
+    "token-for-another-source": Case(403, "does not allow publishing to source 'uploads'",
+                                     _other_source_token),
+    "repos-read-token": Case(403, "does not allow publishing to source 'uploads'",
+                             _repos_read_token),
+    "expired-token": Case(401, "token has expired", _expired_token),
+    "revoked-token": Case(401, "token has been revoked", _revoked_token),
+    "basic-auth-not-token-user": Case(401, "use the username __token__", _other_username),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED.values()), ids=list(REFUSED))
+@pytest_twisted.ensureDeferred
+async def test_refused_upload_keeps_nothing(
+    env: AppEnv, server: Server, dist: Path, case: Case
+) -> None:
+    """Each kind of bad upload is answered 4xx with a reason phrase that says why,
+    and leaves no stored file, no temp file and no row."""
+    source = await env.python_source()
+    token = await env.source_token(source)
+    path = build_wheel(dist, payload_size=50_000)
+    upload = await case.change(env, wheel_upload(path, source.name, token), dist)
+    conn = server.connect()
+
+    conn.send(upload.raw(), 997)
+    response = await conn.final()
+
+    assert response.status == case.status, response
+    assert case.reason in response.reason, response
+    assert case.reason in response.body.decode()
+    if case.status == 401:
+        assert response.header("www-authenticate") == 'Basic realm="packagemanager"'
+    await nothing_kept(env)
+    # The refusal was a clean HTTP answer: the server goes on serving.
+    assert (await status_answers(server)).status == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_refused_upload_keeps_the_connection_usable(
+    env: AppEnv, server: Server, dist: Path
+) -> None:
+    """A refused upload's body is drained, so the next request on the same
+    keep-alive connection is read correctly."""
+    source = await env.python_source()
+    path = build_wheel(dist, payload_size=PENDING_LIMIT * 2)
+    conn = server.connect()
+
+    conn.send(wheel_upload(path, source.name, None).raw(), 4096)
+    first = await conn.final()
+    conn.send(b"GET /__api__/status HTTP/1.1\r\nHost: test\r\n\r\n")
+    await wait_until(lambda: len(conn.responses()) == 2, what="the second response")
+
+    assert [r.status for r in conn.responses()] == [401, 200]
+    assert first.status == 401
+    assert conn.transport.producerState == "producing"
+    await nothing_kept(env)
+
+
+@pytest.mark.parametrize("send_token", [True, False], ids=["with-token", "without-token"])
+@pytest_twisted.ensureDeferred
+async def test_upload_with_tokens_disabled_names_the_setting(
+    tmp_path: Path, dist: Path, send_token: bool
+) -> None:
+    """With APITokenAuth off, an upload over TCP answers 401 with a reason naming
+    [Authentication] APITokenAuth, whether or not the client sent a token."""
+    with app_env(tmp_path / "off", tokens_enabled=False) as env:
+        source = await env.python_source()
+        token = None
+        if send_token:
+            key_holder = TokenAuthority(generate_key(), "http://elsewhere", env.clock)
+            token, _ = key_holder.mint(Grant("sources:write", None), guid=str(uuid.uuid4()),
+                                       expires_in=None)
+        conn = public_site(env).connect()
+        conn.send(wheel_upload(build_wheel(dist), source.name, token).raw(), 997)
+        response = await conn.final()
+
+        assert response.status == 401
+        assert "[Authentication] APITokenAuth" in response.reason
+        await nothing_kept(env)
+
+
+# Disconnects -------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_disconnect_mid_body_leaves_nothing(
+    env: AppEnv, server: Server, dist: Path
+) -> None:
+    """A client that goes away half way through the body leaves no temp file and no row,
+    and the server goes on answering other connections."""
+    source = await env.python_source()
+    token = await env.source_token(source)
+    path = build_wheel(dist, payload_size=200_000)
+    raw = wheel_upload(path, source.name, token).raw()
+    conn = server.connect()
+
+    conn.send(raw[:len(raw) // 2], 4096)
+    await wait_until(lambda: len(env.temp_files()) == 1, what="the temp blob")
+    conn.disconnect()
+
+    assert env.temp_files() == []
+    await nothing_kept(env)
+    response = await status_answers(server)
+    assert response.status == 200
+    assert b'"database": "sqlite"' in response.body
+    await nothing_kept(env)
+
+
+@pytest_twisted.ensureDeferred
+async def test_disconnect_while_token_is_checked_leaves_nothing(
+    env: AppEnv, server: Server, dist: Path
+) -> None:
+    """A client that goes away before its token is checked: once the check completes,
+    the held bytes are dropped, not written."""
+    source = await env.python_source()
+    token = await env.source_token(source)
+    path = build_wheel(dist, payload_size=PENDING_LIMIT * 2)
+    raw = wheel_upload(path, source.name, token).raw()
+    gate: Deferred[None] = Deferred()
+    server.checker.gate = gate
+    conn = server.connect()
+
+    conn.send(raw[:len(raw) // 2], 4096)
+    receiver = server.requests[-1].upload
+    assert receiver is not None
+    assert conn.transport.producerState == "paused"
+    conn.disconnect()
+    server.checker.gate = None
+    gate.callback(None)
+    # The source is resolved last; the held bytes are dealt with right after.
+    await wait_until(lambda: receiver.source is not None, what="the token check")
+
+    await nothing_kept(env)
+    assert (await status_answers(server)).status == 200
+    await nothing_kept(env)

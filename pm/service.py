@@ -37,6 +37,7 @@ DEFAULT_CONFIG = "/etc/rstudio-pm/rstudio-pm.gcfg"
 # At start every temp file not written to for this long is abandoned: a live
 # upload (on this node or another sharing DataDir) writes many times a second.
 STARTUP_TEMP_AGE = 60.0
+IDLE_TIMEOUT = 300.0
 
 
 class Options(usage.Options):
@@ -168,7 +169,10 @@ def build(config: Config, reactor: Any) -> service.MultiService:
     )
     resource = app.resource()
 
-    public = server.Site(resource, requestFactory=RequestFactory(uploads, local_admin=False))
+    # An idle connection is dropped well before TempMaxAge could sweep the
+    # temp file of an upload that is still open.
+    public = server.Site(resource, requestFactory=RequestFactory(uploads, local_admin=False),
+                         timeout=IDLE_TIMEOUT)
     http_listener = internet.TCPServer(
         config.listen_port, public, interface=config.listen_host or ""
     )

@@ -233,9 +233,9 @@ class UploadReceiver:
             self._fail(PackageManagerError("the server could not store the upload"))
 
     def abort(self) -> None:
-        """The client went away before the body was complete."""
+        """The request ended; if the upload was never finished, drop what it wrote."""
         if not self._received:
-            self._fail(BadUpload("the client disconnected before the upload was complete"))
+            self._fail(BadUpload("the upload ended before it was complete"))
 
     def _fail(self, error: PackageManagerError) -> None:
         if self._error is None:

@@ -50,24 +50,22 @@ class StreamingRequest(server.Request):
         self.content = io.BytesIO()
         transport = self.channel.transport
         assert transport is not None
-        self.upload = self._uploads.receive(
+        upload = self.upload = self._uploads.receive(
             source,
             self.requestHeaders,
             local=self.local_admin,
             pause=transport.pauseProducing,
             resume=transport.resumeProducing,
         )
+        # Whatever ends the request (a response, a disconnect, a route that
+        # never ran), an upload that did not complete leaves nothing behind.
+        self.notifyFinish().addBoth(lambda _: upload.abort())
 
     def handleContentChunk(self, data: bytes) -> None:
         if self.upload is not None:
             self.upload.feed(data)
         else:
             super().handleContentChunk(data)
-
-    def connectionLost(self, reason: Any) -> None:
-        if self.upload is not None:
-            self.upload.abort()
-        super().connectionLost(reason)
 
 
 class RequestFactory:

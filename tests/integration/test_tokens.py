@@ -9,8 +9,6 @@ revocation and scope, on SQLite and PostgreSQL alike.
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -24,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.jwt import b64url, hs256, segments
 from tests.support.packages import build_wheel, multipart_body, upload_fields
 from tests.support.server import ServerProcess, wait_for
 
@@ -37,29 +36,6 @@ THIRTY_DAYS = 30 * 86400
 
 
 # JWT helpers -----------------------------------------------------------------
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def b64url_decode(part: str) -> bytes:
-    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-
-
-def decode(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Header and payload of a JWT, without checking the signature."""
-    header, payload, _signature = token.split(".")
-    return json.loads(b64url_decode(header)), json.loads(b64url_decode(payload))
-
-
-def hs256(header: dict[str, Any], payload: dict[str, Any], key: bytes) -> str:
-    """A JWT signed with ``key`` (so tests can forge with a key of their own)."""
-    signing_input = (
-        f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(payload).encode())}"
-    )
-    signature = hmac.new(key, signing_input.encode("ascii"), hashlib.sha256).digest()
-    return f"{signing_input}.{b64url(signature)}"
 
 
 def flip_signature(token: str) -> str:
@@ -108,7 +84,7 @@ def create_source(server: ServerProcess, name: str) -> str:
 
 
 def guid_of(token: str) -> str:
-    jti = decode(token)[1]["jti"]
+    jti = segments(token)[1]["jti"]
     assert isinstance(jti, str)
     return jti
 
@@ -295,7 +271,7 @@ def test_seed_create_token_command_prints_notice_and_token(server: ServerProcess
     token = result.stdout.strip()
     assert JWT.fullmatch(token), token
 
-    header, payload = decode(token)
+    header, payload = segments(token)
     assert header["alg"] == "HS256"
     assert header.get("typ", "JWT") == "JWT"
     assert set(payload) == {"aud", "iss", "iat", "exp", "jti", "scopes"}, payload
@@ -324,7 +300,7 @@ def test_quiet_prints_only_the_token(server: ServerProcess) -> None:
     assert result.stderr == ""
     assert result.stdout.count("\n") == 1
     assert JWT.fullmatch(result.stdout.strip())
-    assert decode(result.stdout.strip())[1]["scopes"] == {"sources": source_guid(server, SOURCE)}
+    assert segments(result.stdout.strip())[1]["scopes"] == {"sources": source_guid(server, SOURCE)}
 
 
 def test_token_claims_follow_expires_sources_and_scope(server: ServerProcess) -> None:
@@ -333,21 +309,21 @@ def test_token_claims_follow_expires_sources_and_scope(server: ServerProcess) ->
     second = create_source(server, "src-b")
     server.rspm("create", "repo", "--name=python", "--type=python")
 
-    never = decode(create_token(server, "--sources=src-a", "--expires=never"))[1]
+    never = segments(create_token(server, "--sources=src-a", "--expires=never"))[1]
     assert "exp" not in never
     assert never["scopes"] == {"sources": first}
 
-    default = decode(create_token(server, "--sources=src-a"))[1]
+    default = segments(create_token(server, "--sources=src-a"))[1]
     assert "exp" not in default, "the default lifetime is never"
 
-    several = decode(create_token(server, "--sources=src-a,src-b", "--expires=1h"))[1]
+    several = segments(create_token(server, "--sources=src-a,src-b", "--expires=1h"))[1]
     assert several["scopes"] == {"sources": [first, second]}
     assert abs(several["exp"] - several["iat"] - 3600) <= 1
 
-    everything = decode(create_token(server, "--sources=*", "--scope=sources:write"))[1]
+    everything = segments(create_token(server, "--sources=*", "--scope=sources:write"))[1]
     assert everything["scopes"] == {"sources": "*"}
 
-    admin = decode(create_token(server, "--scope=global:admin"))[1]
+    admin = segments(create_token(server, "--scope=global:admin"))[1]
     assert admin["scopes"] == {"global": "admin"}
 
     # Every token has its own jti, and each is listed.
@@ -412,7 +388,7 @@ def test_list_tokens_describes_tokens_but_never_shows_them(
                 "last_used"} <= set(entry), entry
 
     w = listing[guid_of(writer)]
-    payload = decode(writer)[1]
+    payload = segments(writer)[1]
     assert (w["description"], w["scope"], w["targets"]) == (
         "Local Python token", "sources:write", [SOURCE])
     assert w["created"] == pytest.approx(payload["iat"], abs=1)
@@ -516,7 +492,7 @@ def test_missing_malformed_and_forged_tokens_are_refused(
     """No, malformed, forged, alg:none, foreign-key or tampered tokens: 401 with a reason."""
     server = python_server
     good = create_token(server, f"--sources={SOURCE}", "--expires=30d")
-    header, payload = decode(good)
+    header, payload = segments(good)
     _, good_payload, good_signature = good.split(".")
     none_header = b64url(json.dumps({"alg": "none", "typ": "JWT"}).encode())
     admin_payload = b64url(json.dumps({**payload, "scopes": {"global": "admin"}}).encode())
@@ -655,7 +631,7 @@ def test_remote_administration_with_a_global_admin_token(
     assert NOTICE in created.stderr
     token = created.stdout.strip()
     assert JWT.fullmatch(token)
-    payload = decode(token)[1]
+    payload = segments(token)[1]
     assert payload["iss"] == server.address + "/"
     assert payload["scopes"] == {"sources": source_guid(server, "remote-src")}
 

@@ -34,6 +34,7 @@ from pm.tokens import (
     token_fingerprint,
     token_from_headers,
 )
+from tests.support.jwt import b64url, segments, unb64url
 
 ISSUER = "https://pm.example.com"
 START = 1_700_000_000.25
@@ -52,19 +53,6 @@ class FakeClock:
 
 def new_guid() -> str:
     return str(uuid.uuid4())
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def unb64url(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def segments(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    header, payload, _signature = token.split(".")
-    return json.loads(unb64url(header)), json.loads(unb64url(payload))
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.resources
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,11 +84,23 @@ def _postgres_unavailable(error: BaseException) -> bool:
 
 
 def _sqlite_setup(connection: sqlite3.Connection) -> None:
-    # WAL lets readers proceed during a write; the busy timeout covers another
-    # process (an admin tool) briefly holding the write lock.
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA foreign_keys=ON")
+    # The busy timeout first, so every later statement waits out another
+    # process (a second node starting, an admin tool) holding a lock.
     connection.execute("PRAGMA busy_timeout=10000")
+    # WAL lets readers proceed during a write. It is a property of the file:
+    # switch once. SQLite may refuse the switch with "locked" without calling
+    # the busy handler, so that one statement is retried.
+    if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+    connection.execute("PRAGMA foreign_keys=ON")
     connection.execute("PRAGMA synchronous=NORMAL")
 
 

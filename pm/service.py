@@ -17,12 +17,13 @@ from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.threadpool import ThreadPool
 from twisted.web import server
 
 from pm import __version__
 from pm.app import PackageManagerApp
 from pm.auth import TokenChecker
-from pm.blobs import BlobStore
+from pm.blobs import HASHING_THREADS, BlobStore
 from pm.config import Config, load_config
 from pm.db import Database, Dialect, SchemaTooNew, migrate, postgres_dialect, sqlite_dialect
 from pm.errors import ConfigError
@@ -129,7 +130,10 @@ def build(config: Config, reactor: Any) -> service.MultiService:
     _DatabaseService(database).setServiceParent(top)
     store = Store(database, clock)
 
-    blobs = BlobStore(config.data_dir, clock)
+    blobs = BlobStore(config.data_dir, clock, call_from_thread=reactor.callFromThread,
+                      threads=ThreadPool(0, HASHING_THREADS, name="blob-hashing"))
+    reactor.callWhenRunning(blobs.start)
+    reactor.addSystemEventTrigger("during", "shutdown", blobs.stop)
     blobs.prepare()
     blobs.sweep(STARTUP_TEMP_AGE)
     pool = reactor.getThreadPool()

@@ -130,7 +130,10 @@ class UploadReceiver:
         self._local = local
         self._pause = pause
         self._resume = resume
+        # Who holds the transport paused: the authorisation (``_paused``) and
+        # the blob writer's backlog; it is resumed when neither does.
         self._paused = False
+        self._holds = 0
         self._pending: list[bytes] | None = []
         self._pending_size = 0
         self._error: PackageManagerError | None = None
@@ -173,7 +176,7 @@ class UploadReceiver:
             self._deliver(chunk)
         if self._paused:
             self._paused = False
-            self._resume()
+            self._release()
 
     async def _principal(self) -> Principal:
         if self._local:
@@ -215,9 +218,19 @@ class UploadReceiver:
             self._pending_size += len(data)
             if self._pending_size > PENDING_LIMIT and not self._paused:
                 self._paused = True
-                self._pause()
+                self._hold()
             return
         self._deliver(data)
+
+    def _hold(self) -> None:
+        self._holds += 1
+        if self._holds == 1:
+            self._pause()
+
+    def _release(self) -> None:
+        self._holds -= 1
+        if self._holds == 0:
+            self._resume()
 
     def _deliver(self, data: bytes) -> None:
         if self._error is not None or self._parser is None:
@@ -258,7 +271,7 @@ class UploadReceiver:
             if not headers.filename:
                 raise BadUpload("the 'content' part has no filename")
             self._filename = headers.filename
-            self._writer = self._service.blobs.writer()
+            self._writer = self._service.blobs.writer(pause=self._hold, resume=self._release)
             self._part = "content"
         elif headers.name == "gpg_signature":
             if self._signature is not None:
@@ -353,6 +366,11 @@ class UploadReceiver:
         dists.check_form_agrees(dist, name=name, version=version, filetype=filetype,
                                 pyversion=self._field("pyversion"))
         writer = self._writer
+        try:
+            await service.in_thread(writer.drain)
+        except OSError as e:
+            service.log.error("writing upload failed: {e}", e=e)
+            raise PackageManagerError("the server could not store the upload") from None
         digests = writer.digests()
         if digests.size == 0:
             raise BadUpload("The uploaded file is empty.")

@@ -24,6 +24,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
+from twisted.python.threadpool import ThreadPool
 
 from pm.app import PackageManagerApp
 from pm.auth import TokenChecker
@@ -131,8 +132,11 @@ def build_env(root: Path, *, tokens_enabled: bool = True,
     migrate(dialect)
     database = Database(dialect)
     metadata = store(database, clock)
-    blobs = BlobStore(root / "data", clock)
+    # Pipelined, as the server runs it: uploads are hashed on a pool.
+    blobs = BlobStore(root / "data", clock, threads=ThreadPool(0, 2, name="test-hashing"),
+                      call_from_thread=reactor.callFromThread)
     blobs.prepare()
+    blobs.start()
     authority = TokenAuthority(generate_key(), ADDRESS, clock) if tokens_enabled else None
     tokens = checker(authority, metadata, clock)
     signatures = SignatureChecker(root / "gnupg", ())
@@ -154,6 +158,7 @@ def app_env(root: Path, **options: Any) -> Iterator[AppEnv]:
     try:
         yield env
     finally:
+        env.blobs.stop()
         env.database.close()
 
 

@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import itertools
 import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from twisted.python.threadpool import ThreadPool
 
-from pm.blobs import TEMP_SUFFIX, BlobStore, BlobWriter, Digests
+import pm.blobs as blobs_module
+from pm.blobs import (
+    PIPELINE_HIGH,
+    PIPELINE_LOW,
+    TEMP_SUFFIX,
+    BlobStore,
+    BlobWriter,
+    Digests,
+    PipelinedBlobWriter,
+)
 
 NOW = 1_700_000_000.0
 # Deliberately uneven: empty writes, one byte, odd sizes, a large chunk, memoryviews.
@@ -294,3 +314,547 @@ def test_sweep_without_a_tmp_directory_removes_nothing(tmp_path: Path, clock: Fa
     """Before prepare() has run there is nothing to sweep, and no error."""
     store = BlobStore(tmp_path / "never-prepared", clock)
     assert store.sweep(0) == 0
+
+
+# The pipelined writer: lanes on a shared thread pool ------------------------------
+
+
+class CallQueue:
+    """Stands in for ``reactor.callFromThread``: calls queue up until the test
+    (playing the reactor thread) runs them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: list[tuple[Callable[..., object], tuple[Any, ...]]] = []
+
+    def __call__(self, f: Callable[..., object], *args: Any) -> None:
+        with self._lock:
+            self._calls.append((f, args))
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._calls)
+
+    def run(self) -> int:
+        with self._lock:
+            calls, self._calls = self._calls, []
+        for f, args in calls:
+            f(*args)
+        return len(calls)
+
+
+class Producer:
+    """Counts the pause/resume calls a writer makes, and on which thread."""
+
+    def __init__(self) -> None:
+        self.pauses = 0
+        self.resumes = 0
+        self.threads: set[str] = set()
+
+    def pause(self) -> None:
+        self.pauses += 1
+        self.threads.add(threading.current_thread().name)
+
+    def resume(self) -> None:
+        self.resumes += 1
+        self.threads.add(threading.current_thread().name)
+
+    @property
+    def paused(self) -> bool:
+        return self.pauses > self.resumes
+
+
+def poll(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Wait until ``predicate`` holds, checking every millisecond up to a deadline."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.001)
+
+
+def removed(path: Path) -> Callable[[], bool]:
+    return lambda: not path.exists()
+
+
+def pool_idle(pool: ThreadPool) -> bool:
+    return not pool.working and pool.q.qsize() == 0
+
+
+@contextmanager
+def started_pool(threads: int) -> Iterator[ThreadPool]:
+    pool = ThreadPool(minthreads=0, maxthreads=threads, name="test-blob-hashing")
+    pool.start()
+    try:
+        yield pool
+    finally:
+        pool.stop()
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPool]:
+    """A started pool of two threads, as small as the server's machine."""
+    with started_pool(2) as p:
+        yield p
+
+
+@pytest.fixture
+def reactor_calls() -> CallQueue:
+    """The calls the lanes hand to the reactor thread."""
+    return CallQueue()
+
+
+def pipelined_store(root: Path, pool: ThreadPool, calls: CallQueue) -> BlobStore:
+    store = BlobStore(root, FakeClock(NOW), threads=pool, call_from_thread=calls)
+    store.prepare()
+    return store
+
+
+@pytest.fixture
+def piped(tmp_path: Path, pool: ThreadPool, reactor_calls: CallQueue) -> BlobStore:
+    """A prepared blob store whose writers are pipelined on ``pool``."""
+    return pipelined_store(tmp_path / "data", pool, reactor_calls)
+
+
+class Gate:
+    """A job that holds a pool thread until opened: lane jobs queue up behind it."""
+
+    def __init__(self, pool: ThreadPool) -> None:
+        self._open = threading.Event()
+        self._entered = threading.Event()
+        pool.callInThread(self._hold)
+        assert self._entered.wait(10), "the gate job never started"
+
+    def _hold(self) -> None:
+        self._entered.set()
+        self._open.wait(30)
+
+    def open(self) -> None:
+        self._open.set()
+
+
+@pytest.fixture(scope="module")
+def shared_pool() -> Iterator[ThreadPool]:
+    """One pool for every example of a hypothesis test."""
+    with started_pool(2) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def shared_piped(tmp_path_factory: pytest.TempPathFactory, shared_pool: ThreadPool) -> BlobStore:
+    """A pipelined store on ``shared_pool``, for hypothesis tests."""
+    return pipelined_store(tmp_path_factory.mktemp("piped") / "data", shared_pool, CallQueue())
+
+
+def split(data: bytes, sizes: list[int]) -> list[bytes | memoryview]:
+    """``data`` cut at ``sizes`` (cycled), alternating bytes and memoryview slices."""
+    out: list[bytes | memoryview] = []
+    view = memoryview(data)
+    offset = 0
+    i = 0
+    while offset < len(data):
+        size = sizes[i % len(sizes)]
+        out.append(view[offset:offset + size] if i % 2 else data[offset:offset + size])
+        offset += size
+        i += 1
+    return out
+
+
+def test_store_with_threads_makes_pipelined_writers(piped: BlobStore, blobs: BlobStore) -> None:
+    """A store given a thread pool hands out PipelinedBlobWriters, one without BlobWriters."""
+    writer = piped.writer()
+    try:
+        assert isinstance(writer, PipelinedBlobWriter)
+        assert writer.path.parent == piped.tmp and writer.path.exists()
+    finally:
+        writer.discard()
+    plain = blobs.writer()
+    try:
+        assert type(plain) is BlobWriter
+    finally:
+        plain.discard()
+
+
+def test_store_with_threads_needs_call_from_thread(tmp_path: Path, pool: ThreadPool) -> None:
+    """Lanes must reach the reactor thread, so threads without call_from_thread are refused."""
+    with pytest.raises(ValueError, match="call_from_thread"):
+        BlobStore(tmp_path, FakeClock(NOW), threads=pool)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(
+    data=st.binary(max_size=300_000),
+    sizes=st.lists(st.integers(min_value=1, max_value=70_000), min_size=1, max_size=20),
+)
+def test_pipelined_digests_match_hashlib(
+    shared_piped: BlobStore, data: bytes, sizes: list[int]
+) -> None:
+    """Random data written in random chunk sizes: after drain() the digests equal
+    hashlib's over the whole data and the file holds exactly the data."""
+    writer = shared_piped.writer()
+    try:
+        for chunk in split(data, sizes):
+            writer.write(chunk)
+        writer.drain()
+        assert writer.digests() == expected_digests(data)
+        writer.sync()
+        assert writer.path.read_bytes() == data
+    finally:
+        writer.discard()
+    assert not writer.path.exists()
+
+
+def test_pipelined_order_is_kept_over_many_small_chunks(
+    piped: BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thousands of tiny chunks, with lane jobs handing their thread back every
+    few hundred bytes, still reach the file and every hasher in order."""
+    monkeypatch.setattr(blobs_module, "LANE_TURN", 300)
+    data = sample_data()
+    writer = piped.writer()
+    for chunk in split(data, [1, 2, 3, 5, 8, 13, 21, 34, 55, 89]):
+        writer.write(chunk)
+    writer.drain()
+    assert writer.size == len(data)
+    assert writer.digests() == expected_digests(data)
+    writer.sync()
+    assert writer.path.read_bytes() == data
+
+
+def test_pipelined_writer_of_nothing(piped: BlobStore) -> None:
+    """No bytes (and empty writes) drain at once to the digests of b'' and an empty file."""
+    writer = piped.writer()
+    writer.write(b"")
+    writer.write(memoryview(b""))
+    writer.drain()
+    assert writer.digests() == expected_digests(b"")
+    writer.sync()
+    assert writer.path.read_bytes() == b""
+
+
+def test_pipelined_writer_copies_mutable_buffers(piped: BlobStore, pool: ThreadPool) -> None:
+    """A chunk the caller may reuse (a bytearray) is copied before it waits in a lane."""
+    writer = piped.writer()
+    buffer = bytearray(b"a" * 100_000)
+    gate, other = Gate(pool), Gate(pool)
+    try:
+        writer.write(buffer)
+        buffer[:] = b"b" * 100_000
+    finally:
+        gate.open()
+        other.open()
+    writer.drain()
+    assert writer.digests() == expected_digests(b"a" * 100_000)
+
+
+def test_digests_and_sync_need_drain_first(piped: BlobStore, pool: ThreadPool) -> None:
+    """digests() and sync() refuse to run while lanes still have work."""
+    writer = piped.writer()
+    gate, other = Gate(pool), Gate(pool)
+    try:
+        writer.write(b"x" * 10_000)
+        with pytest.raises(RuntimeError, match="drain"):
+            writer.digests()
+        with pytest.raises(RuntimeError, match="drain"):
+            writer.sync()
+    finally:
+        gate.open()
+        other.open()
+    writer.drain()
+    assert writer.digests() == expected_digests(b"x" * 10_000)
+    writer.discard()
+
+
+def test_backpressure_pauses_once_past_high_and_resumes_once_under_low(
+    tmp_path: Path, reactor_calls: CallQueue
+) -> None:
+    """With the only pool thread held, the backlog grows: pause() comes exactly
+    when it passes PIPELINE_HIGH and only once; resume() comes once, through
+    call_from_thread, when the lanes have brought it under PIPELINE_LOW."""
+    chunk = bytes(range(256)) * 256  # 64 KiB
+    with started_pool(1) as pool:
+        store = pipelined_store(tmp_path / "data", pool, reactor_calls)
+        producer = Producer()
+        writer = store.writer(pause=producer.pause, resume=producer.resume)
+        assert isinstance(writer, PipelinedBlobWriter)
+        gate = Gate(pool)
+        written = 0
+        try:
+            while written <= PIPELINE_HIGH:
+                assert producer.pauses == 0
+                writer.write(chunk)
+                written += len(chunk)
+            assert producer.pauses == 1
+            for _ in range(8):  # bytes already read still arrive while paused
+                writer.write(chunk)
+                written += len(chunk)
+            assert producer.pauses == 1
+            assert writer.backlog == written
+            assert reactor_calls.pending() == 0 and producer.resumes == 0
+        finally:
+            gate.open()
+        poll(lambda: reactor_calls.pending() > 0, "the lanes to ask for resume()")
+        assert producer.resumes == 0  # only ever on the reactor thread
+        reactor_calls.run()
+        assert producer.resumes == 1
+        assert writer.backlog < PIPELINE_LOW
+        assert producer.threads == {threading.current_thread().name}
+        writer.drain()
+        reactor_calls.run()
+        assert (producer.pauses, producer.resumes) == (1, 1)
+        assert writer.digests() == expected_digests(chunk * (written // len(chunk)))
+        writer.discard()
+
+
+def test_resume_waits_while_the_backlog_is_still_above_low(
+    tmp_path: Path, reactor_calls: CallQueue
+) -> None:
+    """A resume request that reaches the reactor after more bytes came in (the
+    backlog back above LOW) does not resume; a later one does, once."""
+    chunk = b"z" * 65_536
+    with started_pool(1) as pool:
+        store = pipelined_store(tmp_path / "data", pool, reactor_calls)
+        producer = Producer()
+        writer = store.writer(pause=producer.pause, resume=producer.resume)
+        gate = Gate(pool)
+        try:
+            while not producer.paused:
+                writer.write(chunk)
+        finally:
+            gate.open()
+        poll(lambda: reactor_calls.pending() > 0, "the lanes to ask for resume()")
+        gate = Gate(pool)
+        try:
+            for _ in range(PIPELINE_LOW // len(chunk) + 1):
+                writer.write(chunk)
+            assert writer.backlog >= PIPELINE_LOW
+            reactor_calls.run()
+            assert producer.resumes == 0 and producer.paused
+        finally:
+            gate.open()
+        poll(lambda: reactor_calls.pending() > 0, "a second request for resume()")
+        reactor_calls.run()
+        assert (producer.pauses, producer.resumes) == (1, 1)
+        writer.drain()
+        writer.discard()
+
+
+def failing_write(file: Any, data: Any) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_lane_error_surfaces_from_drain_and_from_a_later_write(
+    piped: BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failing file write (a full disk) is raised by drain() and then by every
+    write(); digests() refuse; discard() still removes the temp file."""
+    monkeypatch.setattr(blobs_module, "_write_all", failing_write)
+    writer = piped.writer()
+    writer.write(b"doomed" * 1000)
+    with pytest.raises(OSError, match="No space left") as raised:
+        writer.drain()
+    assert raised.value.errno == errno.ENOSPC
+    with pytest.raises(OSError, match="No space left"):
+        writer.write(b"more")
+    with pytest.raises(OSError, match="No space left"):
+        writer.digests()
+    writer.discard()
+    assert not writer.path.exists()
+
+
+def test_lane_error_stops_the_upload_early(
+    tmp_path: Path, reactor_calls: CallQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a lane has failed, the other lanes drop their backlog (so a paused
+    upload is resumed) and the next write() raises: the upload stops early."""
+    monkeypatch.setattr(blobs_module, "_write_all", failing_write)
+    chunk = b"q" * 65_536
+    with started_pool(1) as pool:
+        store = pipelined_store(tmp_path / "data", pool, reactor_calls)
+        producer = Producer()
+        writer = store.writer(pause=producer.pause, resume=producer.resume)
+        gate = Gate(pool)
+        try:
+            while not producer.paused:
+                writer.write(chunk)
+        finally:
+            gate.open()
+        poll(lambda: reactor_calls.pending() > 0, "the lanes to ask for resume()")
+        reactor_calls.run()
+        assert not producer.paused
+        with pytest.raises(OSError, match="No space left"):
+            writer.write(chunk)
+        writer.discard()
+        assert not writer.path.exists()
+
+
+def test_discard_with_queued_work_removes_the_file_at_once(
+    tmp_path: Path, reactor_calls: CallQueue
+) -> None:
+    """discard() while lanes have megabytes queued (none in hand) removes the file
+    before returning, resumes a paused producer, and the queued jobs end
+    without touching anything; a second discard() is harmless."""
+    chunk = b"d" * 65_536
+    with started_pool(1) as pool:
+        store = pipelined_store(tmp_path / "data", pool, reactor_calls)
+        producer = Producer()
+        writer = store.writer(pause=producer.pause, resume=producer.resume)
+        gate = Gate(pool)
+        try:
+            while not producer.paused:
+                writer.write(chunk)
+            writer.discard()
+            assert not writer.path.exists()
+            assert (producer.pauses, producer.resumes) == (1, 1)
+        finally:
+            gate.open()
+        poll(lambda: pool_idle(pool), "the pool to be idle")
+        writer.discard()
+        assert files_under(store.root) == []
+        assert reactor_calls.run() == 0  # no resume after the discard's own
+        assert producer.resumes == 1
+        with pytest.raises(OSError, match="discarded"):
+            writer.drain()
+        with pytest.raises(RuntimeError, match="after discard"):
+            writer.write(b"late")
+
+
+def test_discard_during_a_stalled_write_leaves_cleanup_to_the_lane(
+    piped: BlobStore, pool: ThreadPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """discard() does not wait long for a lane stuck in a write: it returns after
+    DISCARD_WAIT, and the lane removes the file when the write ends; then no job
+    is left running."""
+    entered, release = threading.Event(), threading.Event()
+    real_write = blobs_module._write_all
+
+    def stalled_write(file: Any, data: Any) -> None:
+        entered.set()
+        assert release.wait(30)
+        real_write(file, data)
+
+    monkeypatch.setattr(blobs_module, "_write_all", stalled_write)
+    writer = piped.writer()
+    writer.write(b"in hand" * 10_000)
+    writer.write(b"queued" * 10_000)
+    assert entered.wait(10)
+    started = time.monotonic()
+    try:
+        writer.discard()
+        assert time.monotonic() - started < 5
+        assert writer.path.exists()  # the lane still holds its chunk
+        writer.discard()  # twice, still in flight: harmless
+    finally:
+        release.set()
+    poll(lambda: not writer.path.exists(), "the lane to remove the file")
+    poll(lambda: pool_idle(pool), "the pool to be idle")
+    assert files_under(piped.root) == []
+    writer.discard()
+
+
+def test_discard_while_lanes_run_is_safe(piped: BlobStore, pool: ThreadPool) -> None:
+    """discard() racing lanes that are busy with many chunks never raises, always
+    removes the file, and leaves the pool idle."""
+    data = os.urandom(65_536)
+    for round_ in range(20):
+        writer = piped.writer()
+        for _ in range(round_ * 3):
+            writer.write(data)
+        writer.discard()
+        poll(removed(writer.path), "the file to be removed")
+    poll(lambda: pool_idle(pool), "the pool to be idle")
+    assert files_under(piped.root) == []
+
+
+def test_many_writers_share_a_pool_of_two_threads(
+    piped: BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forty uploads fed in turns, on a pool of only two threads and with short
+    lane turns, all end with the right digests and contents."""
+    monkeypatch.setattr(blobs_module, "LANE_TURN", 64 * 1024)
+    rng = random.Random(1234)
+    contents = [rng.randbytes(rng.randrange(0, 600_000)) for _ in range(40)]
+    writers = [piped.writer() for _ in contents]
+    pieces = [split(data, [rng.randrange(1, 100_000)]) for data in contents]
+    while any(pieces):
+        for writer, queue in zip(writers, pieces, strict=True):
+            if queue:
+                writer.write(queue.pop(0))
+    for writer, data in zip(writers, contents, strict=True):
+        writer.drain()
+        assert writer.digests() == expected_digests(data)
+        writer.sync()
+        assert writer.path.read_bytes() == data
+        writer.discard()
+    assert files_under(piped.root) == []
+
+
+def test_writing_without_running_threads_fails_cleanly(
+    tmp_path: Path, reactor_calls: CallQueue
+) -> None:
+    """A store whose pool is not running refuses the upload with an OSError
+    (from write() or drain()) instead of leaving drain() waiting forever."""
+    pool = ThreadPool(minthreads=0, maxthreads=2)
+    store = pipelined_store(tmp_path / "data", pool, reactor_calls)
+    writer = store.writer()
+    writer.write(b"nobody will hash this")
+    with pytest.raises(OSError, match="not running"):
+        writer.drain()
+    with pytest.raises(OSError, match="not running"):
+        writer.write(b"again")
+    writer.discard()
+    assert files_under(store.root) == []
+
+
+def test_stop_fails_uploads_in_flight_quickly(tmp_path: Path, reactor_calls: CallQueue) -> None:
+    """BlobStore.stop() makes the lanes drop queued work: a writer with megabytes
+    queued fails with OSError instead of being written out, and stop() returns."""
+    pool = ThreadPool(minthreads=0, maxthreads=1)
+    store = pipelined_store(tmp_path / "data", pool, reactor_calls)
+    store.start()
+    assert pool.started
+    writer = store.writer()
+    gate = Gate(pool)
+    for _ in range(64):
+        writer.write(b"s" * 65_536)
+    stopper = threading.Thread(target=store.stop)
+    stopper.start()
+    poll(lambda: not pool.started, "stop() to begin")
+    gate.open()
+    stopper.join(10)
+    assert not stopper.is_alive()
+    with pytest.raises(OSError, match="stopping"):
+        writer.drain()
+    assert writer.path.stat().st_size < 64 * 65_536
+    writer.discard()
+    store.stop()  # twice: harmless
+
+
+def test_write_lane_starts_writeback_as_it_goes(
+    piped: BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write lane asks for writeback of each WRITEBACK_EVERY bytes written, in
+    order and without gaps, so sync() at the end has only the tail to flush."""
+    ranges: list[tuple[int, int]] = []
+    real = blobs_module._start_writeback
+
+    def recording(fd: int, offset: int, length: int) -> None:
+        ranges.append((offset, length))
+        real(fd, offset, length)
+
+    monkeypatch.setattr(blobs_module, "_start_writeback", recording)
+    monkeypatch.setattr(blobs_module, "WRITEBACK_EVERY", 100_000)
+    data = sample_data()  # 192,000 bytes
+    writer = piped.writer()
+    for chunk in split(data, [30_000, 7, 45_000]):
+        writer.write(chunk)
+    writer.drain()
+    writer.sync()
+    assert writer.path.read_bytes() == data
+    assert ranges and ranges[0][0] == 0
+    for (offset, length), (next_offset, _) in itertools.pairwise(ranges):
+        assert next_offset == offset + length
+    assert all(length >= 100_000 for _, length in ranges)
+    assert len(data) - sum(length for _, length in ranges) < 100_000
+    writer.discard()

@@ -34,10 +34,6 @@ class Principal:
     claims: TokenClaims | None
 
     @property
-    def is_local(self) -> bool:
-        return self.claims is None
-
-    @property
     def is_admin(self) -> bool:
         return self.claims is None or self.claims.grant.is_admin
 
@@ -52,10 +48,6 @@ class Principal:
     def require_source_write(self, source: Source) -> None:
         if self.claims is not None and not self.claims.grant.covers_source(source.guid):
             raise Forbidden(f"the token does not allow publishing to source '{source.name}'")
-
-    def require_repo_read(self, repo_guid: str, repo_name: str) -> None:
-        if self.claims is not None and not self.claims.grant.covers_repo(repo_guid):
-            raise Forbidden(f"the token does not allow reading repo '{repo_name}'")
 
 
 LOCAL_ADMIN = Principal(None)

@@ -27,10 +27,6 @@ class Source:
     type: str
     created_at: float
 
-    @property
-    def ecosystem(self) -> str:
-        return SOURCE_TYPES[self.type]
-
     def to_json(self) -> dict[str, Any]:
         return {"guid": self.guid, "name": self.name, "type": self.type,
                 "created": self.created_at}

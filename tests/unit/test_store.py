@@ -154,10 +154,8 @@ async def test_create_get_and_list_sources(store: Store, clock: FakeClock) -> No
 
     assert python.name == "local-python"
     assert python.type == "local-python"
-    assert python.ecosystem == "python"
     assert python.created_at == START
     assert is_guid(python.guid)
-    assert r.ecosystem == "r"
     assert r.created_at == START + 10
     assert python.guid != r.guid
 

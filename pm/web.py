@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 from typing import Any, Protocol
 
-from twisted.web import server
+from twisted.web import http, server
 from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
 
@@ -27,8 +27,17 @@ class Uploads(Protocol):
     ) -> UploadReceiver: ...
 
 
+# Every route but the upload takes at most a small JSON object.
+MAX_BODY = 1024 * 1024
+
+
 class StreamingRequest(server.Request):
-    """A request that knows whether it came over the admin socket."""
+    """A request that knows whether it came over the admin socket.
+
+    Bodies of other routes are capped at MAX_BODY: past it the rest is dropped
+    as it arrives and the answer is 413, so nobody can make the server spool
+    an endless body to disk.
+    """
 
     def __init__(self, channel: HTTPChannel, *, uploads: Uploads, local_admin: bool) -> None:
         # Never parse multipart into request.args: uploads are parsed as they
@@ -37,6 +46,7 @@ class StreamingRequest(server.Request):
         self._uploads = uploads
         self.local_admin = local_admin
         self.upload: UploadReceiver | None = None
+        self._too_large = False
 
     def gotLength(self, length: int | None) -> None:
         # Method and path are only copied onto the request when the body is
@@ -45,7 +55,9 @@ class StreamingRequest(server.Request):
         path = getattr(self.channel, "_path", b"")
         source = self._uploads.match(method, path)
         if source is None:
-            super().gotLength(length)
+            self._too_large = length is not None and length > MAX_BODY
+            # Capped at MAX_BODY, so memory, never a temp file.
+            self.content = io.BytesIO()
             return
         self.content = io.BytesIO()
         transport = self.channel.transport
@@ -64,8 +76,25 @@ class StreamingRequest(server.Request):
     def handleContentChunk(self, data: bytes) -> None:
         if self.upload is not None:
             self.upload.feed(data)
-        else:
-            super().handleContentChunk(data)
+        elif not self._too_large:
+            assert self.content is not None
+            if self.content.tell() + len(data) > MAX_BODY:
+                # A chunked body announced no length; it is cut off here.
+                self._too_large = True
+                self.content.seek(0)
+                self.content.truncate()
+            else:
+                super().handleContentChunk(data)
+
+    def process(self) -> None:
+        if self._too_large:
+            self.setResponseCode(http.REQUEST_ENTITY_TOO_LARGE,
+                                 f"Request body over {MAX_BODY} bytes".encode())
+            self.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            self.write(f"413 request bodies are limited to {MAX_BODY} bytes here\n".encode())
+            self.finish()
+            return
+        super().process()
 
 
 class RequestFactory:

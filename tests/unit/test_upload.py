@@ -36,7 +36,7 @@ from pm.blobs import PIPELINE_HIGH
 from pm.store import PythonFile, Store
 from pm.tokens import Grant, TokenAuthority, generate_key
 from pm.upload import MAX_FIELD, MAX_PARTS, PENDING_LIMIT
-from pm.web import RequestFactory, StreamingRequest
+from pm.web import MAX_BODY, RequestFactory, StreamingRequest
 from tests.support.packages import (
     build_sdist,
     build_wheel,
@@ -881,3 +881,45 @@ async def test_disconnect_while_token_is_checked_leaves_nothing(
     await nothing_kept(env)
     assert (await status_answers(server)).status == 200
     await nothing_kept(env)
+
+
+# Bodies of other routes -----------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+async def test_oversized_api_body_is_refused_without_being_kept(
+    env: AppEnv, server: Server, declared: bool
+) -> None:
+    """An API request body over MAX_BODY gets 413, is never spooled, and changes nothing."""
+    token = await env.token()
+    body = b'{"name": "' + b"x" * (MAX_BODY + 100_000) + b'", "type": "local-python"}'
+    conn = server.connect()
+    head = request_head("/__api__/sources", content_type="application/json", token=None,
+                        length=len(body) if declared else None,
+                        extra=(f"Authorization: Bearer {token}",))
+    raw = head + (body if declared else chunked(body, 65536))
+    conn.send(raw[:-100], 65536)
+    # Past the limit nothing of the body is kept, even before it has all arrived.
+    request = server.requests[-1]
+    assert request.content is not None and len(request.content.getvalue()) == 0
+    conn.send(raw[-100:])
+    response = await conn.final()
+
+    assert response.status == 413, response
+    assert str(MAX_BODY) in response.reason
+    assert await env.store.list_sources() == []
+    assert (await status_answers(server)).status == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_small_api_body_still_accepted(env: AppEnv, server: Server) -> None:
+    """A JSON body under MAX_BODY reaches the route as before."""
+    token = await env.token()
+    body = b'{"name": "src", "type": "local-python"}'
+    conn = server.connect()
+    conn.send(request_head("/__api__/sources", content_type="application/json", token=None,
+                           length=len(body), extra=(f"Authorization: Bearer {token}",)) + body)
+    response = await conn.final()
+    assert response.status == 201, response
+    assert [s.name for s in await env.store.list_sources()] == ["src"]

@@ -437,7 +437,7 @@ def _open_zip(fileobj: IO[bytes]) -> zipfile.ZipFile:
         raise _invalid("not a zip archive")
     try:
         return zipfile.ZipFile(fileobj)
-    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError):
+    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError, OSError):
         raise _invalid("not a zip archive") from None
 
 
@@ -463,7 +463,9 @@ def _read_zip_member(archive: zipfile.ZipFile, name: str) -> bytes:
     try:
         with archive.open(info) as stream:
             return _read_capped(stream, info.file_size, name)
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError):
+    # A corrupt local header makes zipfile seek to a negative offset (OSError)
+    # or decode a name that is not UTF-8 (ValueError).
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError, ValueError):
         raise _invalid(f"{name} is corrupt") from None
 
 

@@ -7,9 +7,12 @@ file, the clock or the reactor on its own.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar, NoReturn
 
 from twisted.application import internet, service
@@ -35,9 +38,6 @@ from pm.upload import UploadService
 from pm.web import RequestFactory
 
 DEFAULT_CONFIG = "/etc/rstudio-pm/rstudio-pm.gcfg"
-# At start every temp file not written to for this long is abandoned: a live
-# upload (on this node or another sharing DataDir) writes many times a second.
-STARTUP_TEMP_AGE = 60.0
 IDLE_TIMEOUT = 300.0
 
 
@@ -135,7 +135,7 @@ def build(config: Config, reactor: Any) -> service.MultiService:
     reactor.callWhenRunning(blobs.start)
     reactor.addSystemEventTrigger("during", "shutdown", blobs.stop)
     blobs.prepare()
-    blobs.sweep(STARTUP_TEMP_AGE)
+    blobs.sweep(config.temp_max_age)
     pool = reactor.getThreadPool()
 
     def in_thread(work: Callable[..., Any], *args: Any) -> Any:
@@ -156,11 +156,14 @@ def build(config: Config, reactor: Any) -> service.MultiService:
         authority = TokenAuthority(key, config.address, clock)
     tokens = TokenChecker(authority, store, clock)
 
-    signatures = SignatureChecker(config.data_dir / "gnupg", config.trusted_keys)
+    gnupg_home = Path(tempfile.mkdtemp(prefix="pm-gnupg-"))
+    signatures = SignatureChecker(gnupg_home, config.trusted_keys)
     try:
         trusted = signatures.prepare()
     except (OSError, ValueError) as e:
+        shutil.rmtree(gnupg_home, ignore_errors=True)
         _fail(f"[Signatures] TrustedKeys: {e}")
+    reactor.addSystemEventTrigger("after", "shutdown", shutil.rmtree, gnupg_home, True)
 
     uploads = UploadService(store, blobs, tokens, signatures, clock, in_thread)
     app = PackageManagerApp(

@@ -1,8 +1,10 @@
 """OpenPGP detached signatures of uploads, checked with python-gnupg.
 
-The server keeps its own GnuPG home under ``DataDir`` holding only the trusted
-keys named by ``[Signatures] TrustedKeys``. A signature by one of them must
-verify; a signature by an unknown key is kept and its key id recorded.
+Each server process gets a fresh GnuPG home holding exactly the keys named by
+``[Signatures] TrustedKeys`` at its start: a key taken out of the config is no
+longer trusted after a restart, and nodes sharing DataDir share no keyring. A
+signature by a trusted key must verify; a signature by an unknown key is kept
+and its key id recorded.
 Everything here blocks (it runs ``gpg``): call it in a thread.
 """
 

@@ -376,25 +376,29 @@ class Store:
         """
 
         def work(tx: Tx) -> bool:
+            values = [getattr(record, c) for c in _PYTHON_FILE_COLUMNS]
+            # ON CONFLICT rather than check-then-insert: on PostgreSQL a
+            # concurrent upload of the same filename waits here for the other
+            # to commit, then finds its row below instead of failing.
+            inserted = tx.run(
+                f"INSERT INTO python_files ({', '.join(_PYTHON_FILE_COLUMNS)})"
+                f" VALUES ({', '.join('?' for _ in values)})"
+                " ON CONFLICT (source_guid, filename) DO NOTHING",
+                *[int(v) if isinstance(v, bool) else v for v in values],
+            )
+            if inserted:
+                self._event(tx, record.uploaded_by, "python.file.added",
+                            record.filename, record.sha256)
+                return True
             existing = tx.one(
                 "SELECT sha256 FROM python_files WHERE source_guid = ? AND filename = ?",
                 record.source_guid, record.filename,
             )
-            if existing is not None:
-                if existing["sha256"] == record.sha256:
-                    return False
-                raise BadUpload(
-                    f"File already exists ('{record.filename}', with different contents)."
-                )
-            values = [getattr(record, c) for c in _PYTHON_FILE_COLUMNS]
-            tx.run(
-                f"INSERT INTO python_files ({', '.join(_PYTHON_FILE_COLUMNS)})"
-                f" VALUES ({', '.join('?' for _ in values)})",
-                *[int(v) if isinstance(v, bool) else v for v in values],
+            if existing is not None and existing["sha256"] == record.sha256:
+                return False
+            raise BadUpload(
+                f"File already exists ('{record.filename}', with different contents)."
             )
-            self._event(tx, record.uploaded_by, "python.file.added",
-                        record.filename, record.sha256)
-            return True
 
         return await self.db.write(work)
 

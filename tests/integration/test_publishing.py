@@ -228,6 +228,16 @@ def test_bad_signature_by_a_trusted_key_is_refused(
     files = server.data_dir / "files"  # type: ignore[operator]
     assert not [p for p in files.rglob("*") if p.is_file()]
 
+    # Taken out of TrustedKeys, the key is unknown after a restart: its signature is
+    # no longer checked against it, so the same upload is kept (as untrusted).
+    assert server.stop() == 0
+    server.extra_config = ""
+    server.write_config()
+    server.start()
+    kept = _run([TWINE, "upload", "--non-interactive", str(wheel), f"{wheel}.asc"], env=env)
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    assert 'data-gpg-sig="true"' in server.get("/python/latest/simple/tampered/").body.decode()
+
 
 def test_uv_publish_and_a_local_version(published: tuple[ServerProcess, str], home: Path,
                                         tmp_path: Path) -> None:

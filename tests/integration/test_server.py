@@ -201,16 +201,20 @@ def test_sigterm_stops_cleanly(make_server: type[ServerProcess]) -> None:
 
 
 def test_abandoned_temp_files_are_removed_at_start(make_server: type[ServerProcess]) -> None:
-    """A temp upload left by a crash is removed at the next start; other files are kept."""
-    server = make_server()
+    """At start, temp uploads untouched for TempMaxAge (a crash) are removed; a recent one
+    (another node's upload in a shared DataDir) and files that are not ours are kept."""
+    server = make_server(extra_config="[Storage]\nTempMaxAge = 30m\n")
     tmp = server.data_dir / "tmp"  # type: ignore[operator]
     tmp.mkdir(parents=True)
     orphan = tmp / "upload-crashed.part"
     orphan.write_bytes(b"half a wheel")
     old = time.time() - 3600
     os.utime(orphan, (old, old))
+    live = tmp / "upload-in-progress.part"
+    live.write_bytes(b"a wheel arriving")
     keep = tmp / "notes.txt"
     keep.write_text("not ours")
     server.start()
     assert not orphan.exists()
+    assert live.exists()
     assert keep.exists()

@@ -154,9 +154,15 @@ class ServerProcess:
         return self.start()
 
     def cleanup(self) -> None:
+        """Stop the server as an operator would (so it removes what it made), then
+        kill it if it will not stop, and remove its directory."""
         if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def log(self) -> str:

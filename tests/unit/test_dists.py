@@ -508,6 +508,21 @@ def test_inspect_wheel_not_a_zip(tmp_path: Path) -> None:
         inspect_wheel(path, parse_filename(WHEEL))
 
 
+def test_inspect_wheel_with_corrupt_header_offsets(tmp_path: Path) -> None:
+    """A central directory whose offsets point before the file start (zipfile then seeks
+    to a negative offset, an OSError) is refused as corrupt, not a server error."""
+    data = bytearray(make_wheel(tmp_path).read_bytes())
+    eocd = data.rfind(b"PK\x05\x06")
+    # Offset 16 of the end-of-central-directory record: where the directory starts.
+    start = int.from_bytes(data[eocd + 16:eocd + 20], "little")
+    data[eocd + 16:eocd + 20] = (start + 1_000_000).to_bytes(4, "little")
+    path = tmp_path / "corrupt" / WHEEL
+    path.parent.mkdir()
+    path.write_bytes(bytes(data))
+    with pytest.raises(BadUpload, match="Invalid distribution file"):
+        inspect_wheel(path, parse_filename(WHEEL))
+
+
 def test_inspect_wheel_truncated_zip(tmp_path: Path) -> None:
     """A zip cut short (no central directory) is refused as not a zip archive."""
     whole = make_wheel(tmp_path).read_bytes()

@@ -954,6 +954,46 @@ async def test_concurrent_revocations_keep_one_time(
 
 
 @pytest_twisted.ensureDeferred
+async def test_concurrent_identical_uploads_both_succeed(
+    racing: tuple[Store, GatedDatabase, str],
+) -> None:
+    """Two nodes recording the same file at once: one adds it, the other is told it was
+    already there (200 for both clients), never a constraint error."""
+    store, db, url = racing
+    source = await store.create_source("pkgs", "local-python", ACTOR)
+    record = python_file(source, "demo-1.0.tar.gz")
+    db.gate = Gate("INSERT INTO python_files", url)
+
+    results = await both(store.add_python_file(record), store.add_python_file(record))
+    db.gate = None
+
+    assert sorted(value for _, value in results) == [False, True], results
+    assert [f.filename for f in await store.python_files(source.guid, "demo")] == [
+        "demo-1.0.tar.gz"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_different_uploads_of_one_filename(
+    racing: tuple[Store, GatedDatabase, str],
+) -> None:
+    """Two different files under one filename at once: one wins, the other gets
+    BadUpload 'File already exists' (400), not a driver error."""
+    store, db, url = racing
+    source = await store.create_source("pkgs", "local-python", ACTOR)
+    first = python_file(source, "demo-1.0.tar.gz", content=b"first")
+    second = python_file(source, "demo-1.0.tar.gz", content=b"second")
+    db.gate = Gate("INSERT INTO python_files", url)
+
+    results = await both(store.add_python_file(first), store.add_python_file(second))
+    db.gate = None
+
+    losers = [value for ok, value in results if not ok]
+    assert [value for ok, value in results if ok] == [True], results
+    assert len(losers) == 1 and losers[0].check(BadUpload), results
+    assert "File already exists" in str(losers[0].value)
+
+
+@pytest_twisted.ensureDeferred
 async def test_concurrent_creates_of_one_name_make_one_source(
     racing: tuple[Store, GatedDatabase, str],
 ) -> None:

@@ -607,6 +607,18 @@ def test_backpressure_pauses_once_past_high_and_resumes_once_under_low(
         writer.discard()
 
 
+def fill_until_paused(pool: ThreadPool, writer: BlobWriter, producer: Producer,
+                      chunk: bytes) -> None:
+    """Write ``chunk`` while the lanes are held back until the writer pauses the
+    producer, then let the lanes go."""
+    gate = Gate(pool)
+    try:
+        while not producer.paused:
+            writer.write(chunk)
+    finally:
+        gate.open()
+
+
 def test_resume_waits_while_the_backlog_is_still_above_low(
     tmp_path: Path, reactor_calls: CallQueue
 ) -> None:
@@ -617,12 +629,7 @@ def test_resume_waits_while_the_backlog_is_still_above_low(
         store = pipelined_store(tmp_path / "data", pool, reactor_calls)
         producer = Producer()
         writer = store.writer(pause=producer.pause, resume=producer.resume)
-        gate = Gate(pool)
-        try:
-            while not producer.paused:
-                writer.write(chunk)
-        finally:
-            gate.open()
+        fill_until_paused(pool, writer, producer, chunk)
         poll(lambda: reactor_calls.pending() > 0, "the lanes to ask for resume()")
         gate = Gate(pool)
         try:
@@ -674,12 +681,7 @@ def test_lane_error_stops_the_upload_early(
         store = pipelined_store(tmp_path / "data", pool, reactor_calls)
         producer = Producer()
         writer = store.writer(pause=producer.pause, resume=producer.resume)
-        gate = Gate(pool)
-        try:
-            while not producer.paused:
-                writer.write(chunk)
-        finally:
-            gate.open()
+        fill_until_paused(pool, writer, producer, chunk)
         poll(lambda: reactor_calls.pending() > 0, "the lanes to ask for resume()")
         reactor_calls.run()
         assert not producer.paused

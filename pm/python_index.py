@@ -186,10 +186,10 @@ class PythonIndex:
 
     async def project_files(self, repo_name: str, project: str) -> list[PythonFile]:
         repo = await self._python_repo(repo_name)
-        winners = await self._store.python_projects([s.guid for s in repo.sources])
-        if project not in winners:
+        files = await self._store.python_project_files([s.guid for s in repo.sources], project)
+        if not files:
             raise NotFound(f"no project '{project}' in repo '{repo_name}'")
-        return await self._store.python_files(winners[project][1], project)
+        return files
 
     async def file(self, repo_name: str, filename: str, companion: str) -> ServedFile:
         """The distribution (companion ""), its ``.asc`` or its ``.metadata``."""

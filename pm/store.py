@@ -418,12 +418,27 @@ class Store:
             winners.setdefault(row["project"], (row["display_name"], row["source_guid"]))
         return winners
 
-    async def python_files(self, source_guid: str, project: str) -> list[PythonFile]:
+    async def python_project_files(
+        self, source_guids: Sequence[str], project: str
+    ) -> list[PythonFile]:
+        """The project's files from the first of ``source_guids`` that has it.
+
+        One indexed query for the one project, not the whole repo: this runs for
+        every project page and every download.
+        """
+        if not source_guids:
+            return []
+        marks = ", ".join("?" for _ in source_guids)
         rows = await self.db.read(lambda tx: tx.all(
-            "SELECT * FROM python_files WHERE source_guid = ? AND project = ? ORDER BY filename",
-            source_guid, project,
+            f"SELECT * FROM python_files WHERE project = ? AND source_guid IN ({marks})"
+            " ORDER BY filename",
+            project, *source_guids,
         ))
-        return [_python_file(r) for r in rows]
+        if not rows:
+            return []
+        order = {guid: i for i, guid in enumerate(source_guids)}
+        winner = min((row["source_guid"] for row in rows), key=order.__getitem__)
+        return [_python_file(r) for r in rows if r["source_guid"] == winner]
 
     async def python_file(self, source_guid: str, filename: str) -> PythonFile | None:
         row = await self.db.read(lambda tx: tx.one(

@@ -449,7 +449,7 @@ async def test_delete_source_removes_its_subscriptions_and_files(store: Store) -
     assert names((await store.get_repo("pypi")).sources) == ["kept"]
     assert (await store.get_repo("other")).sources == ()
     assert await store.python_file(doomed.guid, gone.filename) is None
-    assert await store.python_files(doomed.guid, "demo") == []
+    assert await store.python_project_files([doomed.guid], "demo") == []
     assert await store.python_digests_in_use([gone.sha256]) == set()
     assert await store.python_file(kept.guid, stays.filename) == stays
     assert await rows(store, "SELECT * FROM subscriptions WHERE source_guid = ?",
@@ -642,7 +642,7 @@ async def test_add_python_file_round_trips_every_field(store: Store) -> None:
     )
     assert await store.add_python_file(record) is True
     assert await store.python_file(src.guid, record.filename) == record
-    assert await store.python_files(src.guid, "demo") == [record]
+    assert await store.python_project_files([src.guid], "demo") == [record]
 
 
 @pytest.mark.parametrize("trusted", [None, True, False])
@@ -666,7 +666,7 @@ async def test_identical_file_again_is_not_new(store: Store) -> None:
     assert await store.add_python_file(record) is True
     before = await history(store)
     assert await store.add_python_file(replace(record, uploaded_at=START + 99)) is False
-    assert await store.python_files(src.guid, "demo") == [record]
+    assert await store.python_project_files([src.guid], "demo") == [record]
     assert await history(store) == before
 
 
@@ -710,10 +710,10 @@ async def test_python_files_lists_one_project_of_one_source_by_filename(store: S
     await store.add_python_file(python_file(a, "other-1.0.tar.gz", project="other"))
     await store.add_python_file(python_file(b, "demo-3.0.tar.gz", version="3.0"))
 
-    listed = await store.python_files(a.guid, "demo")
+    listed = await store.python_project_files([a.guid], "demo")
     assert [f.filename for f in listed] == sorted(names_in_a)
     assert {f.source_guid for f in listed} == {a.guid}
-    assert await store.python_files(a.guid, "missing") == []
+    assert await store.python_project_files([a.guid], "missing") == []
 
 
 @pytest_twisted.ensureDeferred
@@ -765,6 +765,27 @@ async def test_repo_precedence_follows_subscription_order(store: Store) -> None:
     repo = await store.get_repo("pypi")
     winners = await store.python_projects([s.guid for s in repo.sources])
     assert winners["demo"][1] == early.guid
+
+
+@pytest_twisted.ensureDeferred
+async def test_python_project_files_take_the_first_source_that_has_the_project(
+    store: Store,
+) -> None:
+    """Only the files of the first listed source holding the project are returned."""
+    first = await store.create_source("first", "local-python", ACTOR)
+    second = await store.create_source("second", "local-python", ACTOR)
+    await store.add_python_file(python_file(second, "demo-1.0.tar.gz", content=b"2"))
+    await store.add_python_file(python_file(second, "demo-2.0.tar.gz", version="2.0",
+                                            content=b"2b"))
+    await store.add_python_file(python_file(second, "other-1.0.tar.gz", project="other"))
+    assert [f.filename for f in await store.python_project_files(
+        [first.guid, second.guid], "demo")] == ["demo-1.0.tar.gz", "demo-2.0.tar.gz"]
+    await store.add_python_file(python_file(first, "demo-1.0.tar.gz", content=b"1"))
+    files = await store.python_project_files([first.guid, second.guid], "demo")
+    assert [(f.source_guid, f.filename) for f in files] == [(first.guid, "demo-1.0.tar.gz")]
+    assert await store.python_project_files([second.guid, first.guid], "demo") != files
+    assert await store.python_project_files([first.guid], "missing") == []
+    assert await store.python_project_files([], "demo") == []
 
 
 @pytest_twisted.ensureDeferred
@@ -968,7 +989,7 @@ async def test_concurrent_identical_uploads_both_succeed(
     db.gate = None
 
     assert sorted(value for _, value in results) == [False, True], results
-    assert [f.filename for f in await store.python_files(source.guid, "demo")] == [
+    assert [f.filename for f in await store.python_project_files([source.guid], "demo")] == [
         "demo-1.0.tar.gz"]
 
 

@@ -10,7 +10,7 @@ it arrives.
 from __future__ import annotations
 
 import io
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from twisted.web import http, server
 from twisted.web.http import HTTPChannel
@@ -27,8 +27,17 @@ class Uploads(Protocol):
     ) -> UploadReceiver: ...
 
 
+@runtime_checkable
+class ReadSized(Protocol):
+    """A transport that reads up to ``bufferSize`` bytes at a time (TCP and UNIX ones)."""
+
+    bufferSize: int
+
+
 # Every route but the upload takes at most a small JSON object.
 MAX_BODY = 1024 * 1024
+# How much an upload's connection reads from its socket at a time.
+UPLOAD_READ_SIZE = 1024 * 1024
 
 
 class StreamingRequest(server.Request):
@@ -62,6 +71,13 @@ class StreamingRequest(server.Request):
         self.content = io.BytesIO()
         transport = self.channel.transport
         assert transport is not None
+        if isinstance(transport, ReadSized):
+            # Twisted reads 64 KiB at a time; each read costs a trip through
+            # the HTTP channel, the parser and the writer's lanes, which at
+            # gigabytes is most of the reactor's work. The size only caps a
+            # read (and the write buffer before it pauses a producer), so it
+            # is left as it is for later requests on the connection.
+            transport.bufferSize = UPLOAD_READ_SIZE
         upload = self.upload = self._uploads.receive(
             source,
             self.requestHeaders,

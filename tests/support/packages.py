@@ -53,7 +53,7 @@ def build_wheel(
             digest = hashlib.sha256()
             info = zipfile.ZipInfo(f"{module}/payload.bin")
             info.compress_type = zipfile.ZIP_STORED
-            with zf.open(info, "w", force_zip64=payload_size > 2**31) as out:
+            with zf.open(info, "w", force_zip64=payload_size > zipfile.ZIP64_LIMIT) as out:
                 left = payload_size
                 block = os.urandom(1 << 20)
                 while left:

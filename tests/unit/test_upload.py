@@ -36,7 +36,7 @@ from pm.blobs import PIPELINE_HIGH
 from pm.store import PythonFile, Store
 from pm.tokens import Grant, TokenAuthority, generate_key
 from pm.upload import MAX_FIELD, MAX_PARTS, PENDING_LIMIT
-from pm.web import MAX_BODY, RequestFactory, StreamingRequest
+from pm.web import MAX_BODY, UPLOAD_READ_SIZE, RequestFactory, StreamingRequest
 from tests.support.packages import (
     build_sdist,
     build_wheel,
@@ -365,6 +365,28 @@ async def test_expect_100_continue_is_answered_before_the_body(
     assert conn.transport.value().startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 ")
     assert response.status == 200
     assert len(await env.python_rows()) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_upload_connection_reads_in_large_pieces(
+    env: AppEnv, server: Server, dist: Path
+) -> None:
+    """An upload's connection reads UPLOAD_READ_SIZE at a time; others keep Twisted's size."""
+    source = await env.python_source()
+    token = await env.source_token(source)
+    body, content_type = wheel_upload(build_wheel(dist), source.name, token).encode()
+    upload, api = server.connect(), server.connect()
+    for conn in (upload, api):
+        conn.transport.bufferSize = 65536  # type: ignore[attr-defined]
+
+    upload.send(request_head("/upload/pypi/uploads", content_type=content_type, token=token,
+                             length=len(body)))
+    api.send(b"GET /__api__/status HTTP/1.1\r\nHost: test\r\n\r\n")
+
+    assert upload.transport.bufferSize == UPLOAD_READ_SIZE  # type: ignore[attr-defined]
+    assert api.transport.bufferSize == 65536  # type: ignore[attr-defined]
+    upload.send(body)
+    assert (await upload.final()).status == 200
 
 
 @pytest.mark.parametrize(("chunk_size", "piece"), [(1000, 7), (65536, 4096), (1, 512)])

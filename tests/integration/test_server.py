@@ -8,6 +8,7 @@ import sqlite3
 import stat
 import subprocess
 import time
+from typing import Any
 
 from tests.support.postgres import PostgresCluster
 from tests.support.server import BIN, ServerProcess, free_port, wait_for
@@ -43,16 +44,16 @@ def test_admin_state_survives_a_restart(server: ServerProcess) -> None:
     server.rspm("subscribe", "--repo=python", "--source=local-python-src")
     server.rspm("subscribe", "--repo=r", "--source=cran-local")
 
-    def snapshot() -> tuple[object, object]:
+    def snapshot() -> tuple[Any, Any]:
         repos = json.loads(server.rspm("--output-format=json", "list", "repos").stdout)
         sources = json.loads(server.rspm("--output-format=json", "list", "sources").stdout)
         return repos, sources
 
     before = snapshot()
     repos, sources = before
-    assert [(r["name"], r["sources"]) for r in repos] == [  # type: ignore[index]
+    assert [(r["name"], r["sources"]) for r in repos] == [
         ("python", ["second", "local-python-src"]), ("r", ["cran-local"])]
-    assert {s["name"]: s["type"] for s in sources} == {  # type: ignore[index]
+    assert {s["name"]: s["type"] for s in sources} == {
         "local-python-src": "local-python", "second": "local-python", "cran-local": "local"}
     table = server.rspm("list").stdout
     assert "python" in table and "second, local-python-src" in table and "Internal" in table

@@ -75,8 +75,9 @@ class Reply:
 class Client:
     """StubTreq, pumped while the real reactor runs the database and threads."""
 
-    def __init__(self, resource: IResource) -> None:
-        self.stub = StubTreq(resource)
+    def __init__(self, resource: IResource | Resource) -> None:
+        # StubTreq builds its request methods at run time.
+        self.stub: Any = StubTreq(resource)
 
     async def _pump(self, deferred: Deferred[T], timeout: float = 30.0) -> T:
         done: list[bool] = []
@@ -121,7 +122,7 @@ class LocalAdmin(Resource):
 
     isLeaf = True
 
-    def __init__(self, inner: IResource) -> None:
+    def __init__(self, inner: Resource) -> None:
         super().__init__()
         self._inner = inner
 

@@ -534,12 +534,12 @@ def test_pipelined_writer_of_nothing(piped: BlobStore) -> None:
 
 
 def test_pipelined_writer_copies_mutable_buffers(piped: BlobStore, pool: ThreadPool) -> None:
-    """A chunk the caller may reuse (a bytearray) is copied before it waits in a lane."""
+    """A chunk the caller may reuse (a view of a bytearray) is copied before it waits in a lane."""
     writer = piped.writer()
     buffer = bytearray(b"a" * 100_000)
     gate, other = Gate(pool), Gate(pool)
     try:
-        writer.write(buffer)
+        writer.write(memoryview(buffer))
         buffer[:] = b"b" * 100_000
     finally:
         gate.open()
@@ -629,6 +629,7 @@ def test_resume_waits_while_the_backlog_is_still_above_low(
         store = pipelined_store(tmp_path / "data", pool, reactor_calls)
         producer = Producer()
         writer = store.writer(pause=producer.pause, resume=producer.resume)
+        assert isinstance(writer, PipelinedBlobWriter)
         fill_until_paused(pool, writer, producer, chunk)
         poll(lambda: reactor_calls.pending() > 0, "the lanes to ask for resume()")
         gate = Gate(pool)

@@ -4,6 +4,12 @@ A blob is written to a temp file in ``DataDir/tmp`` (the same file system as its
 final place), hashed as it is written, fsynced, then renamed into
 ``DataDir/files``. A crash leaves at most a temp file, which the sweep removes.
 
+Blobs are shared: two sources may hold the same wheel, two wheels the same
+metadata. So nothing removes a blob when one user of it goes (a deleted source,
+an upload whose recording failed); :meth:`BlobStore.collect` removes those no
+recorded file uses once they are ``TempMaxAge`` old. Placing a blob makes it
+new again, which is what keeps an upload between placing and recording safe.
+
 With a thread pool (the server's case) an upload's bytes are written and hashed
 off the reactor thread by a :class:`PipelinedBlobWriter`; without one (unit
 tests, tools) :class:`BlobWriter` does it all in the caller's thread.
@@ -28,6 +34,9 @@ from twisted.internet.defer import Deferred
 from twisted.python.threadpool import ThreadPool
 
 TEMP_SUFFIX = ".part"
+# What may follow a sha256 in a blob's name: the file itself, its core metadata,
+# its signature. Anything else under DataDir/files is left alone.
+BLOB_SUFFIXES = ("", ".metadata", ".asc")
 
 RunInThread = Callable[..., "Deferred[Any]"]
 CallFromThread = Callable[..., object]
@@ -91,6 +100,25 @@ def _write_all(file: BinaryIO, data: Chunk) -> None:
         if written is None:
             raise OSError("blob file would block")
         view = view[written:]
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    """A blob found on disk: ``path_for(sha256, suffix)``."""
+
+    sha256: str
+    suffix: str
+
+
+def _blob_name(name: str) -> StoredBlob | None:
+    sha256, suffix = name[:64], name[64:]
+    if suffix not in BLOB_SUFFIXES or not _is_sha256(sha256):
+        return None
+    return StoredBlob(sha256, suffix)
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
 @dataclass(frozen=True)
@@ -497,33 +525,70 @@ class BlobStore:
         return PipelinedBlobWriter(path, self._pipeline, pause=pause, resume=resume)
 
     def path_for(self, sha256: str, suffix: str = "") -> Path:
-        if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+        if not _is_sha256(sha256):
             raise ValueError(f"not a sha256 hex digest: {sha256!r}")
         return self.files / sha256[:2] / sha256[2:4] / f"{sha256}{suffix}"
 
-    def place(self, temp: Path, sha256: str, suffix: str = "") -> bool:
-        """Rename a synced temp file into place; False if it was already there.
+    def place(self, temp: Path, sha256: str, suffix: str = "") -> None:
+        """Rename a synced temp file into place (over an identical one, if there).
 
         Blocking (directory fsync): call it in a thread.
         """
         target = self.path_for(sha256, suffix)
         target.parent.mkdir(parents=True, exist_ok=True)
-        existed = target.exists()
+        # New again, however long ago its bytes were written: collect() leaves
+        # a recently placed blob alone until its upload is recorded.
+        os.utime(temp)
         os.replace(temp, target)
         _fsync_dir(target.parent)
-        return not existed
 
-    def write_bytes(self, data: bytes, sha256: str, suffix: str) -> bool:
+    def write_bytes(self, data: bytes, sha256: str, suffix: str) -> None:
         """Write a small blob (signature, metadata) atomically; blocking."""
         temp = self.tmp / f"small-{uuid.uuid4().hex}{TEMP_SUFFIX}"
         with open(temp, "xb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        return self.place(temp, sha256, suffix)
+        self.place(temp, sha256, suffix)
 
-    def remove(self, sha256: str, suffix: str = "") -> None:
-        self.path_for(sha256, suffix).unlink(missing_ok=True)
+    def stale(self, max_age: float) -> list[StoredBlob]:
+        """Blobs not placed for ``max_age`` seconds: what ``collect`` may remove; blocking."""
+        limit = self._clock() - max_age
+        found = []
+        for first in _subdirectories(self.files):
+            for second in _subdirectories(first):
+                for entry in _entries(second):
+                    blob = _blob_name(entry.name)
+                    if blob is None:
+                        continue
+                    with contextlib.suppress(FileNotFoundError):
+                        if entry.stat(follow_symlinks=False).st_mtime < limit:
+                            found.append(blob)
+        return found
+
+    def collect(self, blobs: list[StoredBlob], max_age: float) -> int:
+        """Remove ``blobs`` (found by ``stale``, then checked unused); return how many.
+
+        Blocking. An upload may place one of them again meanwhile: each is moved
+        aside first and put back if the file moved is new, so a blob placed
+        since ``stale`` looked is never lost (putting back is safe even over a
+        newer copy: the name is the content's digest).
+        """
+        removed = 0
+        limit = self._clock() - max_age
+        for blob in blobs:
+            path = self.path_for(blob.sha256, blob.suffix)
+            aside = self.tmp / f"collect-{uuid.uuid4().hex}{TEMP_SUFFIX}"
+            try:
+                os.rename(path, aside)
+            except FileNotFoundError:
+                continue
+            if os.stat(aside).st_mtime >= limit:
+                os.replace(aside, path)
+            else:
+                os.unlink(aside)
+                removed += 1
+        return removed
 
     def sweep(self, max_age: float) -> int:
         """Remove temp files untouched for ``max_age`` seconds; return how many.
@@ -534,11 +599,7 @@ class BlobStore:
         """
         removed = 0
         limit = self._clock() - max_age
-        try:
-            entries = list(os.scandir(self.tmp))
-        except FileNotFoundError:
-            return 0
-        for entry in entries:
+        for entry in _entries(self.tmp):
             if not entry.name.endswith(TEMP_SUFFIX):
                 continue
             try:
@@ -548,6 +609,18 @@ class BlobStore:
             except FileNotFoundError:
                 continue
         return removed
+
+
+def _subdirectories(path: Path) -> list[Path]:
+    return [Path(e.path) for e in _entries(path) if e.is_dir(follow_symlinks=False)]
+
+
+def _entries(path: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(path) as it:
+            return list(it)
+    except FileNotFoundError:
+        return []
 
 
 def _fsync_dir(path: Path) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, NoReturn
 
 from twisted.application import internet, service
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -30,6 +31,7 @@ from pm.blobs import HASHING_THREADS, BlobStore
 from pm.config import Config, load_config
 from pm.db import Database, Dialect, SchemaTooNew, migrate, postgres_dialect, sqlite_dialect
 from pm.errors import ConfigError
+from pm.housekeeping import Housekeeper
 from pm.python_index import PythonIndex
 from pm.signatures import SignatureChecker
 from pm.store import Store
@@ -141,8 +143,9 @@ def build(config: Config, reactor: Any) -> service.MultiService:
     def in_thread(work: Callable[..., Any], *args: Any) -> Any:
         return deferToThreadPool(reactor, pool, work, *args)
 
+    housekeeper = Housekeeper(blobs, store, in_thread, config.temp_max_age)
     sweeper = internet.TimerService(
-        config.cleanup_interval, lambda: in_thread(blobs.sweep, config.temp_max_age)
+        config.cleanup_interval, lambda: ensureDeferred(housekeeper.run())
     )
     sweeper.clock = reactor
     sweeper.setServiceParent(top)

@@ -419,19 +419,14 @@ class UploadReceiver:
             uploaded_at=service.clock(),
             uploaded_by=principal.actor,
         )
-        placed = await service.in_thread(
+        await service.in_thread(
             _place_all, service.blobs, writer, record, metadata.raw, signature
         )
-        try:
-            created = await service.store.add_python_file(record)
-        except BaseException:
-            # A companion (metadata, signature) may be shared with a file that
-            # a concurrent upload recorded meanwhile.
-            used = await service.store.python_digests_in_use([sha for sha, _ in placed])
-            await service.in_thread(
-                _unplace, service.blobs, [p for p in placed if p[0] not in used]
-            )
-            raise
+        # If recording fails (a lost race for the filename, the database gone)
+        # the placed blobs stay for housekeeping to collect: another upload of
+        # the same bytes may have placed them too and not be recorded yet, so
+        # removing them here could take a file from under its row.
+        created = await service.store.add_python_file(record)
         service.log.info(
             "{actor} uploaded {filename} ({size} bytes) to {source}",
             actor=principal.actor, filename=dist.filename, size=digests.size, source=source.name,
@@ -460,21 +455,10 @@ def _place_all(
     record: PythonFile,
     metadata: bytes,
     signature: bytes | None,
-) -> list[tuple[str, str]]:
-    """Move the file and write its companions; return what did not exist before."""
-    placed = []
-    if blobs.place(writer.path, record.sha256):
-        placed.append((record.sha256, ""))
-    if record.metadata_sha256 and blobs.write_bytes(metadata, record.metadata_sha256,
-                                                    ".metadata"):
-        placed.append((record.metadata_sha256, ".metadata"))
-    if signature is not None and record.signature_sha256 and blobs.write_bytes(
-        signature, record.signature_sha256, ".asc"
-    ):
-        placed.append((record.signature_sha256, ".asc"))
-    return placed
-
-
-def _unplace(blobs: BlobStore, placed: list[tuple[str, str]]) -> None:
-    for sha256, suffix in placed:
-        blobs.remove(sha256, suffix)
+) -> None:
+    """Move the file into place and write its companions; blocking."""
+    blobs.place(writer.path, record.sha256)
+    if record.metadata_sha256:
+        blobs.write_bytes(metadata, record.metadata_sha256, ".metadata")
+    if signature is not None and record.signature_sha256:
+        blobs.write_bytes(signature, record.signature_sha256, ".asc")

@@ -30,6 +30,7 @@ from pm.app import PackageManagerApp
 from pm.auth import TokenChecker
 from pm.blobs import BlobStore
 from pm.db import Database, migrate, sqlite_dialect
+from pm.housekeeping import Housekeeper, Swept
 from pm.python_index import PythonIndex
 from pm.signatures import SignatureChecker
 from pm.store import Source, Store
@@ -111,6 +112,14 @@ class AppEnv:
         return await self.database.read(
             lambda tx: tx.all("SELECT * FROM python_files ORDER BY filename")
         )
+
+    async def housekeep(self, max_age: float = 3600.0) -> Swept:
+        """One housekeeping pass with the clock moved past ``max_age`` after now, so
+        every file on disk counts as old."""
+        self.clock.now = time.time() + max_age + 60
+        swept = await Housekeeper(self.blobs, self.store, in_thread, max_age).run()
+        assert swept is not None, "the housekeeping pass failed"
+        return swept
 
     def stored_files(self) -> list[Path]:
         """Everything under DataDir/files (distributions and companions)."""

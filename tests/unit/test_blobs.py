@@ -28,6 +28,7 @@ from pm.blobs import (
     BlobWriter,
     Digests,
     PipelinedBlobWriter,
+    StoredBlob,
 )
 
 NOW = 1_700_000_000.0
@@ -165,13 +166,13 @@ def test_discard_after_sync_removes_the_temp_file(blobs: BlobStore) -> None:
 
 
 def test_place_moves_into_the_content_addressed_path(blobs: BlobStore) -> None:
-    """place() renames the temp file to files/ab/cd/<sha256> and reports it as new."""
+    """place() renames the temp file to files/ab/cd/<sha256>."""
     data = b"a wheel, say"
     writer = blobs.writer()
     writer.write(data)
     writer.sync()
     sha = writer.digests().sha256
-    assert blobs.place(writer.path, sha) is True
+    blobs.place(writer.path, sha)
     target = blobs.files / sha[:2] / sha[2:4] / sha
     assert blobs.path_for(sha) == target
     assert target.read_bytes() == data
@@ -179,18 +180,16 @@ def test_place_moves_into_the_content_addressed_path(blobs: BlobStore) -> None:
     assert list(blobs.tmp.iterdir()) == []
 
 
-def test_place_reports_an_existing_blob(blobs: BlobStore) -> None:
-    """Placing the same content twice reports False the second time and keeps one file."""
+def test_placing_the_same_content_twice_keeps_one_file(blobs: BlobStore) -> None:
+    """Placing the same content twice keeps one file, with that content."""
     data = b"same bytes twice"
     sha = hashlib.sha256(data).hexdigest()
-    results = []
     for _ in range(2):
         writer = blobs.writer()
         writer.write(data)
         writer.sync()
-        results.append(blobs.place(writer.path, sha))
+        blobs.place(writer.path, sha)
         assert not writer.path.exists()
-    assert results == [True, False]
     assert files_under(blobs.root) == [blobs.path_for(sha)]
     assert blobs.path_for(sha).read_bytes() == data
 
@@ -198,30 +197,84 @@ def test_place_reports_an_existing_blob(blobs: BlobStore) -> None:
 def test_place_with_a_suffix_is_a_separate_blob(blobs: BlobStore) -> None:
     """A suffix (e.g. '.asc') names a different file next to the distribution's."""
     sha = hashlib.sha256(b"dist").hexdigest()
-    assert blobs.write_bytes(b"dist", sha, "") is True
-    assert blobs.write_bytes(b"signature", sha, ".asc") is True
+    blobs.write_bytes(b"dist", sha, "")
+    blobs.write_bytes(b"signature", sha, ".asc")
     assert blobs.path_for(sha, ".asc") == blobs.path_for(sha).with_name(f"{sha}.asc")
     assert blobs.path_for(sha).read_bytes() == b"dist"
     assert blobs.path_for(sha, ".asc").read_bytes() == b"signature"
 
 
-def test_write_bytes_places_atomically_and_reports_new_or_existing(blobs: BlobStore) -> None:
-    """write_bytes() stores small blobs, True when new, False after, and leaves no temp file."""
+def test_write_bytes_places_atomically(blobs: BlobStore) -> None:
+    """write_bytes() stores a small blob, again over itself, and leaves no temp file."""
     data = b"Metadata-Version: 2.1\nName: demo\n"
     sha = hashlib.sha256(data).hexdigest()
-    assert blobs.write_bytes(data, sha, ".metadata") is True
-    assert blobs.write_bytes(data, sha, ".metadata") is False
+    blobs.write_bytes(data, sha, ".metadata")
+    blobs.write_bytes(data, sha, ".metadata")
     assert blobs.path_for(sha, ".metadata").read_bytes() == data
     assert list(blobs.tmp.iterdir()) == []
 
 
-def test_remove_deletes_a_blob_and_ignores_a_missing_one(blobs: BlobStore) -> None:
-    """remove() deletes the blob; removing it again is not an error."""
-    sha = hashlib.sha256(b"gone").hexdigest()
-    blobs.write_bytes(b"gone", sha, "")
-    blobs.remove(sha)
-    assert not blobs.path_for(sha).exists()
-    blobs.remove(sha)
+# Collecting unused blobs ------------------------------------------------------------
+
+
+def _age(path: Path, seconds: float) -> None:
+    """Make ``path`` last written ``seconds`` before the store's clock (NOW)."""
+    then = NOW - seconds
+    os.utime(path, (then, then))
+
+
+def test_stale_lists_blobs_not_placed_for_max_age(blobs: BlobStore) -> None:
+    """stale() names the blobs (with their suffix) older than max_age, and nothing else:
+    not new blobs, not files whose names are not blobs."""
+    old, new = hashlib.sha256(b"old").hexdigest(), hashlib.sha256(b"new").hexdigest()
+    blobs.write_bytes(b"old", old, "")
+    blobs.write_bytes(b"old sig", old, ".asc")
+    blobs.write_bytes(b"new", new, "")
+    stranger = blobs.path_for(old).with_name("notes.txt")
+    stranger.write_text("an operator's file")
+    for path in (blobs.path_for(old), blobs.path_for(old, ".asc"), stranger):
+        _age(path, 7200)
+
+    found = blobs.stale(3600)
+
+    assert sorted(found, key=lambda b: b.suffix) == [StoredBlob(old, ""), StoredBlob(old, ".asc")]
+
+
+def test_placing_a_blob_again_makes_it_new(blobs: BlobStore) -> None:
+    """Placing bytes that are already there (written long ago) makes the blob new again,
+    so an upload between placing and recording is never collected."""
+    sha = hashlib.sha256(b"again").hexdigest()
+    blobs.write_bytes(b"again", sha, "")
+    _age(blobs.path_for(sha), 7200)
+    assert blobs.stale(3600) == [StoredBlob(sha, "")]
+    writer = blobs.writer()
+    writer.write(b"again")
+    writer.sync()
+    _age(writer.path, 7200)  # written long ago, placed now
+
+    blobs.place(writer.path, sha)
+
+    assert blobs.stale(3600) == []
+
+
+def test_collect_removes_old_blobs_and_keeps_one_placed_since(blobs: BlobStore) -> None:
+    """collect() removes the listed blobs still old, keeps one placed again after stale()
+    looked, and leaves no file aside in tmp/."""
+    gone, back = hashlib.sha256(b"gone").hexdigest(), hashlib.sha256(b"back").hexdigest()
+    blobs.write_bytes(b"gone", gone, "")
+    blobs.write_bytes(b"back", back, ".metadata")
+    _age(blobs.path_for(gone), 7200)
+    _age(blobs.path_for(back, ".metadata"), 7200)
+    listed = blobs.stale(3600)
+    blobs.write_bytes(b"back", back, ".metadata")  # an upload places it again
+
+    removed = blobs.collect(listed, 3600)
+
+    assert removed == 1
+    assert not blobs.path_for(gone).exists()
+    assert blobs.path_for(back, ".metadata").read_bytes() == b"back"
+    assert list(blobs.tmp.iterdir()) == []
+    assert blobs.collect(listed, 3600) == 0  # already gone: not an error
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,7 @@ from twisted.web.server import Site
 
 from pm.auth import Principal, TokenChecker
 from pm.blobs import PIPELINE_HIGH
+from pm.housekeeping import Swept
 from pm.store import PythonFile, Store
 from pm.tokens import Grant, TokenAuthority, generate_key
 from pm.upload import MAX_FIELD, MAX_PARTS, PENDING_LIMIT
@@ -537,9 +538,9 @@ async def test_identical_reupload_is_200_and_different_content_is_400(
 async def test_losing_a_race_keeps_the_winners_files(
     env: AppEnv, server: Server, dist: Path
 ) -> None:
-    """Two different files under one name race: the one recorded second is refused, and
-    its clean-up removes only what nobody else uses; the winner's distribution and its
-    core metadata (identical in both wheels) stay on disk."""
+    """Two different files under one name race: the one recorded second is refused. Its
+    blobs stay until housekeeping, which removes only what no recorded file uses: the
+    winner's distribution and its core metadata (identical in both wheels) stay."""
     source = await env.python_source()
     token = await env.source_token(source)
     (dist / "a").mkdir()
@@ -567,8 +568,12 @@ async def test_losing_a_race_keeps_the_winners_files(
     assert row["sha256"] == digests(winner)["sha256_digest"]
     assert env.blobs.path_for(row["sha256"]).read_bytes() == winner.read_bytes()
     assert env.blobs.path_for(row["metadata_sha256"], ".metadata").is_file()
-    assert not env.blobs.path_for(loser_sha).exists()
     assert env.temp_files() == []
+
+    assert await env.housekeep() == Swept(temp_files=0, blobs=1)
+    assert not env.blobs.path_for(loser_sha).exists()
+    assert env.stored_files() == sorted([env.blobs.path_for(row["sha256"]),
+                                         env.blobs.path_for(row["metadata_sha256"], ".metadata")])
 
 
 # Refused uploads -------------------------------------------------------------------

@@ -1,0 +1,119 @@
+"""Housekeeping: abandoned temp files and blobs no recorded file uses are removed,
+once old; blobs a recorded file uses never are."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+
+from pm.blobs import TEMP_SUFFIX
+from pm.housekeeping import IN_USE_BATCH, Housekeeper, Swept
+from pm.store import PythonFile, Source, Store
+from tests.unit.appfixture import AppEnv, app_env, in_thread
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[AppEnv]:
+    """A fresh in-memory server."""
+    with app_env(tmp_path) as built:
+        yield built
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def record(env: AppEnv, source: Source, filename: str, content: bytes,
+                 metadata: bytes, signature: bytes | None = None) -> PythonFile:
+    """Place a file's blobs and record it, as an upload does."""
+    env.blobs.write_bytes(content, sha(content), "")
+    env.blobs.write_bytes(metadata, sha(metadata), ".metadata")
+    if signature is not None:
+        env.blobs.write_bytes(signature, sha(signature), ".asc")
+    row = PythonFile(
+        source_guid=source.guid, project="demo", display_name="demo", version="1.0",
+        filename=filename, filetype="bdist_wheel", python_version="py3", size=len(content),
+        sha256=sha(content), blake2_256="0" * 64, md5="0" * 32, requires_python=None,
+        summary=None, metadata_sha256=sha(metadata),
+        signature_sha256=sha(signature) if signature is not None else None,
+        signature_keyid=None, signature_trusted=None, yanked=False, uploaded_at=env.clock(),
+        uploaded_by="test",
+    )
+    assert await env.store.add_python_file(row)
+    return row
+
+
+@pytest_twisted.ensureDeferred
+async def test_deleting_a_source_frees_only_what_nothing_else_uses(env: AppEnv) -> None:
+    """After a source is deleted, housekeeping removes the files only it used (its own
+    wheel, its signature) and keeps what another source's file still uses (a shared wheel
+    and metadata)."""
+    kept_source = await env.python_source("kept")
+    gone_source = await env.python_source("gone")
+    await record(env, kept_source, "demo-1.0-py3-none-any.whl", b"shared", b"meta")
+    await record(env, gone_source, "demo-1.0-py3-none-any.whl", b"shared", b"meta", b"sig")
+    await record(env, gone_source, "demo-2.0-py3-none-any.whl", b"only gone", b"meta")
+    await env.store.delete_source("gone", "test")
+
+    swept = await env.housekeep()
+
+    assert swept == Swept(temp_files=0, blobs=2)
+    assert env.stored_files() == sorted([env.blobs.path_for(sha(b"shared")),
+                                         env.blobs.path_for(sha(b"meta"), ".metadata")])
+
+
+@pytest_twisted.ensureDeferred
+async def test_new_unused_blobs_and_temp_files_are_kept(env: AppEnv) -> None:
+    """An unused blob or temp file younger than max_age (an upload between placing and
+    recording, or still being written) is kept; once old, both are removed."""
+    env.blobs.write_bytes(b"placed, not yet recorded", sha(b"placed, not yet recorded"), "")
+    part = env.blobs.tmp / f"upload-x{TEMP_SUFFIX}"
+    part.write_bytes(b"half an upload")
+    housekeeper = Housekeeper(env.blobs, env.store, in_thread, 3600)
+
+    assert await housekeeper.run() == Swept(temp_files=0, blobs=0)
+    assert len(env.stored_files()) == 1 and part.exists()
+
+    assert await env.housekeep() == Swept(temp_files=1, blobs=1)
+    assert env.stored_files() == [] and not part.exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_many_blobs_are_checked_in_batches(env: AppEnv) -> None:
+    """More unused blobs than one in-use query takes are all found and removed, and a used
+    one among them is kept."""
+    source = await env.python_source()
+    used = await record(env, source, "demo-1.0-py3-none-any.whl", b"used", b"used meta")
+    for i in range(IN_USE_BATCH + 5):
+        data = f"orphan {i}".encode()
+        env.blobs.write_bytes(data, sha(data), "")
+
+    swept = await env.housekeep()
+
+    assert swept.blobs == IN_USE_BATCH + 5
+    assert env.stored_files() == sorted([env.blobs.path_for(used.sha256),
+                                         env.blobs.path_for(sha(b"used meta"), ".metadata")])
+
+
+class BrokenStore(Store):
+    """A store whose database is unreachable for the in-use query."""
+
+    async def python_digests_in_use(self, digests: object) -> set[str]:
+        raise ConnectionError("database unreachable")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_pass_removes_nothing_and_reports_none(tmp_path: Path) -> None:
+    """When the database cannot say what is in use, a pass removes no blob and returns
+    None instead of raising, so the timer calling it keeps running."""
+    with app_env(tmp_path, store=BrokenStore) as env:
+        env.blobs.write_bytes(b"maybe used", sha(b"maybe used"), "")
+        env.clock.now = 1e12
+        housekeeper = Housekeeper(env.blobs, env.store, in_thread, 3600)
+
+        assert await housekeeper.run() is None
+        assert len(env.stored_files()) == 1

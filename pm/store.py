@@ -440,6 +440,34 @@ class Store:
         winner = min((row["source_guid"] for row in rows), key=order.__getitem__)
         return [_python_file(r) for r in rows if r["source_guid"] == winner]
 
+    async def add_python_signature(
+        self,
+        record: PythonFile,
+        signature_sha256: str,
+        keyid: str | None,
+        trusted: bool | None,
+        actor: str,
+    ) -> bool:
+        """Give a recorded file that has no signature this one; False if it has one.
+
+        The first signature stays: a file's published signature never changes.
+        """
+
+        def work(tx: Tx) -> bool:
+            updated = tx.run(
+                "UPDATE python_files SET signature_sha256 = ?, signature_keyid = ?,"
+                " signature_trusted = ? WHERE source_guid = ? AND filename = ?"
+                " AND sha256 = ? AND signature_sha256 IS NULL",
+                signature_sha256, keyid, None if trusted is None else int(trusted),
+                record.source_guid, record.filename, record.sha256,
+            )
+            if updated:
+                self._event(tx, actor, "python.signature.added", record.filename,
+                            signature_sha256)
+            return bool(updated)
+
+        return await self.db.write(work)
+
     async def python_file(self, source_guid: str, filename: str) -> PythonFile | None:
         row = await self.db.read(lambda tx: tx.one(
             "SELECT * FROM python_files WHERE source_guid = ? AND filename = ?",

@@ -58,10 +58,15 @@ class UploadResult:
     version: str
     sha256: str
     created: bool
+    # A re-upload brought the signature the recorded file did not have.
+    signature_added: bool = False
 
     def message(self) -> str:
         if self.created:
             return f"OK: {self.filename} added to {self.source}\n"
+        if self.signature_added:
+            return (f"OK: {self.filename} was already in {self.source} with the same "
+                    f"contents; its signature was added\n")
         return f"OK: {self.filename} was already in {self.source} with the same contents\n"
 
 
@@ -376,18 +381,20 @@ class UploadReceiver:
             raise BadUpload("The uploaded file is empty.")
         self._check_digests(digests.__dict__)
 
+        signature = bytes(self._signature) if self._signature is not None else None
         existing = await service.store.python_file(source.guid, dist.filename)
         if existing is not None:
             if existing.sha256 != digests.sha256:
                 raise BadUpload(
                     f"File already exists ('{dist.filename}', with different contents)."
                 )
+            added = signature is not None and await self._add_signature(
+                existing, writer, signature, principal)
             return UploadResult(source.name, dist.filename, dist.project, dist.version,
-                                digests.sha256, created=False)
+                                digests.sha256, created=False, signature_added=added)
 
         await service.in_thread(writer.sync)
         metadata: dists.CoreMetadata = await service.in_thread(dists.inspect, writer.path, dist)
-        signature = bytes(self._signature) if self._signature is not None else None
         signed: SignatureInfo | None = None
         if signature is not None:
             signed = await service.in_thread(service.signatures.check, writer.path, signature)
@@ -433,6 +440,24 @@ class UploadReceiver:
         )
         return UploadResult(source.name, dist.filename, dist.project, dist.version,
                             digests.sha256, created=created)
+
+    async def _add_signature(self, existing: PythonFile, writer: BlobWriter,
+                             signature: bytes, principal: Principal) -> bool:
+        """Check a re-upload's signature; give it to the recorded file if that has none.
+
+        Checked either way, so a re-upload with a bad signature is refused as a
+        first upload would be. A file already signed keeps its signature (a CI
+        re-run signing again makes a new one each time).
+        """
+        service = self._service
+        await service.in_thread(writer.sync)
+        signed = await service.in_thread(service.signatures.check, writer.path, signature)
+        if existing.signature_sha256 is not None:
+            return False
+        signature_sha = hashlib.sha256(signature).hexdigest()
+        await service.in_thread(service.blobs.write_bytes, signature, signature_sha, ".asc")
+        return await service.store.add_python_signature(
+            existing, signature_sha, signed.keyid, signed.trusted, principal.actor)
 
     def _check_digests(self, computed: dict[str, Any]) -> None:
         given = {f: self._field(f) for f in DIGEST_FIELDS}

@@ -204,9 +204,10 @@ class Signer:
             input=data, capture_output=True, check=True,
         )
 
-    def sign(self, path: Path) -> bytes:
-        """An ASCII-armoured detached signature of ``path``."""
-        return self._gpg("--armor", "--detach-sign", "--output", "-", str(path)).stdout
+    def sign(self, path: Path, *options: str) -> bytes:
+        """An ASCII-armoured detached signature of ``path``, made with gpg ``options``."""
+        return self._gpg(*options, "--armor", "--detach-sign", "--output", "-",
+                         str(path)).stdout
 
     def close(self) -> None:
         subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "all"],

@@ -61,6 +61,10 @@ class Reply:
     def json(self) -> Any:
         return json.loads(self.body)
 
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
     def header(self, name: str) -> str | None:
         values = self.headers.getRawHeaders(name)
         return values[0] if values else None
@@ -1032,3 +1036,34 @@ async def test_first_subscribed_source_wins_a_project(
     assert [f["filename"] for f in other["files"]] == [only_second.name]
     assert shadowed.code == 404
     assert served.body == new.read_bytes()
+
+
+@pytest_twisted.ensureDeferred
+async def test_reupload_adds_a_missing_signature_and_keeps_an_existing_one(
+    env: AppEnv, client: Client, dist: Path, signer: Signer
+) -> None:
+    """Re-uploading an identical unsigned file with a signature gives it that signature
+    (served at <file>.asc, shown in the index); a later re-upload with another signature
+    answers 200 and keeps the first; one with a broken signature is refused."""
+    files = await published(env, client, dist, signer)
+    token = (await create_token(client, await env.token(), sources="uploads")).json()["token"]
+    first = signer.sign(files.wheel)
+    second = signer.sign(files.wheel, "--digest-algo", "SHA512")
+    assert first != second
+
+    added = await publish(client, token, "uploads", files.wheel, signature=first)
+    again = await publish(client, token, "uploads", files.wheel, signature=second)
+    broken = await publish(client, token, "uploads", files.wheel,
+                           signature=b"this is not an OpenPGP signature\n")
+
+    assert added.code == 200 and "its signature was added" in added.text
+    assert again.code == 200 and "signature" not in again.text
+    assert broken.code == 400 and "Invalid signature" in broken.phrase
+    served = await client.get(f"/python/latest/files/{files.wheel.name}.asc")
+    assert served.code == 200 and served.body == first
+    page = await client.get("/python/latest/simple/example-package/")
+    assert f'href="../../files/{files.wheel.name}#' in page.text
+    assert page.text.count('data-gpg-sig="true"') == 2
+    rows = {r["filename"]: r for r in await env.python_rows()}
+    assert signer.fingerprint.endswith(rows[files.wheel.name]["signature_keyid"])
+    assert env.temp_files() == []

@@ -809,6 +809,25 @@ async def test_python_digests_in_use(store: Store) -> None:
     assert await store.python_digests_in_use([]) == set()
 
 
+@pytest_twisted.ensureDeferred
+async def test_add_python_signature_only_to_an_unsigned_file(store: Store) -> None:
+    """A recorded file without a signature takes one (recorded with its key and trust,
+    and as an event); the next is refused with False and changes nothing."""
+    src = await store.create_source("a", "local-python", ACTOR)
+    record = python_file(src, "demo-1.0-py3-none-any.whl")
+    await store.add_python_file(record)
+
+    assert await store.add_python_signature(record, "ab" * 32, "KEY1", False, "token:ci")
+    assert not await store.add_python_signature(record, "cd" * 32, "KEY2", True, "token:ci")
+
+    found = await store.python_file(src.guid, record.filename)
+    assert found is not None
+    assert (found.signature_sha256, found.signature_keyid, found.signature_trusted) == (
+        "ab" * 32, "KEY1", False)
+    assert (await history(store))[-1] == (
+        "token:ci", "python.signature.added", record.filename, "ab" * 32)
+
+
 # Transactions -------------------------------------------------------------------
 
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sqlite3
 import stat
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
+from tests.support.packages import build_wheel, digests, multipart_body, upload_fields
 from tests.support.postgres import PostgresCluster
-from tests.support.server import BIN, ServerProcess, free_port, wait_for
+from tests.support.server import BIN, ServerProcess, free_port, http, wait_for
 
 
 def test_runs_from_an_installed_copy(tmp_path: object) -> None:
@@ -219,3 +222,40 @@ def test_abandoned_temp_files_are_removed_at_start(make_server: type[ServerProce
     assert not orphan.exists()
     assert live.exists()
     assert keep.exists()
+
+
+def test_deleting_a_source_frees_its_files(make_server: type[ServerProcess],
+                                            tmp_path: Path) -> None:
+    """Housekeeping on its timer removes the files of a deleted source once TempMaxAge
+    old, and keeps a file another source still holds."""
+    server = make_server(
+        extra_config="[Storage]\nTempMaxAge = 2s\nCleanupInterval = 1s\n").start()
+    token = server.setup_python("kept")
+    server.rspm("create", "source", "--name=gone", "--type=local-python")
+    token_gone = server.rspm("create", "token", "--quiet", "--sources=gone",
+                             "--scope=sources:write").stdout.strip()
+    (tmp_path / "a").mkdir()
+    shared = build_wheel(tmp_path / "a")
+    only_gone = build_wheel(tmp_path, version="2.0.0")
+    for path, version, source, key in ((shared, "1.0.0", "kept", token),
+                                       (shared, "1.0.0", "gone", token_gone),
+                                       (only_gone, "2.0.0", "gone", token_gone)):
+        body, content_type = multipart_body(upload_fields(path, "example-package", version),
+                                            [("content", path.name, path.read_bytes())])
+        auth = base64.b64encode(f"__token__:{key}".encode()).decode()
+        reply = http("POST", f"{server.address}/upload/pypi/{source}/", body,
+                     {"Content-Type": content_type, "Authorization": f"Basic {auth}"})
+        assert reply.status == 200, reply
+    files = server.data_dir / "files"  # type: ignore[operator]
+
+    def stored() -> set[str]:
+        return {p.name for p in files.rglob("*") if p.is_file()}
+
+    before = stored()
+    server.rspm("delete", "source", "--name=gone")
+
+    wait_for(lambda: len(stored()) == len(before) - 2, 30, "the deleted source's files to go")
+    gone_sha = digests(only_gone)["sha256_digest"]
+    assert gone_sha in before and gone_sha not in stored()
+    assert digests(shared)["sha256_digest"] in stored()
+    assert "housekeeping removed 0 abandoned temp files and 2 unused files" in server.log()

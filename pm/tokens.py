@@ -248,8 +248,12 @@ class TokenAuthority:
         )
         return token, claims
 
-    def verify(self, token: str) -> TokenClaims:
-        """Check a presented token; raises ``Unauthorized`` with a reason that never quotes it."""
+    def verify(self, token: str, *, any_time: bool = False) -> TokenClaims:
+        """Check a presented token; raises ``Unauthorized`` with a reason that never quotes it.
+
+        ``any_time`` skips the expiry and not-before checks: to name a token
+        (to revoke it) it need only be ours, not valid now.
+        """
         try:
             payload = jwt.decode(
                 token,
@@ -279,9 +283,9 @@ class TokenAuthority:
             raise Unauthorized(reason.get(exc.claim, _MALFORMED)) from None
         except jwt.PyJWTError:
             raise Unauthorized(_MALFORMED) from None
-        return self._check_payload(payload)
+        return self._check_payload(payload, any_time)
 
-    def _check_payload(self, payload: dict[str, Any]) -> TokenClaims:
+    def _check_payload(self, payload: dict[str, Any], any_time: bool) -> TokenClaims:
         now = self._clock()
         issued_at = payload["iat"]
         if not _is_int(issued_at):
@@ -292,13 +296,13 @@ class TokenAuthority:
             not_before = payload["nbf"]
             if not _is_int(not_before):
                 raise Unauthorized(_MALFORMED)
-            if not_before > now:
+            if not_before > now and not any_time:
                 raise Unauthorized("token is not yet valid")
         expires_at = payload.get("exp")
         if expires_at is not None:
             if not _is_int(expires_at):
                 raise Unauthorized(_MALFORMED)
-            if expires_at <= now:
+            if expires_at <= now and not any_time:
                 raise Unauthorized("token has expired")
         guid = payload["jti"]
         # The GUID is the key of the revocation lookup, so only the one

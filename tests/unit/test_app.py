@@ -464,6 +464,28 @@ async def test_revoked_token_is_401(env: AppEnv, client: Client) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_expired_token_can_be_revoked_by_its_value(env: AppEnv, client: Client) -> None:
+    """Revoking by the token's value needs only a token this server signed: an expired one
+    is revoked too; one signed by another key is refused naming the reason."""
+    admin = await env.token(expires_in=30 * 86400)
+    created = await create_token(client, admin, scope="global:admin", expires="1h")
+    assert created.code == 201, created
+    env.clock.advance(7200)
+
+    revoked = await client.post("/__api__/tokens/revoke", token=admin,
+                                body={"token": created.json()["token"]})
+    forged = TokenAuthority(generate_key(), ADDRESS, env.clock).mint(
+        Grant("global:admin", ()), guid=str(uuid.uuid4()), expires_in=None)[0]
+    refused = await client.post("/__api__/tokens/revoke", token=admin, body={"token": forged})
+
+    assert revoked.code == 200, revoked
+    assert revoked.json()["guid"] == created.json()["guid"]
+    assert revoked.json()["revoked"] == env.clock()
+    assert refused.code == 400
+    assert "signature is invalid" in refused.error
+
+
+@pytest_twisted.ensureDeferred
 async def test_expired_token_is_401(env: AppEnv, client: Client) -> None:
     """A token created with --expires=1h works for an hour, then answers 401."""
     admin = await env.token()

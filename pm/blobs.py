@@ -37,6 +37,8 @@ TEMP_SUFFIX = ".part"
 # What may follow a sha256 in a blob's name: the file itself, its core metadata,
 # its signature. Anything else under DataDir/files is left alone.
 BLOB_SUFFIXES = ("", ".metadata", ".asc")
+# A blob collect() moved into tmp/ while it decides: collect-<sha256><suffix>-<id>.part
+_ASIDE_PREFIX = "collect-"
 
 RunInThread = Callable[..., "Deferred[Any]"]
 CallFromThread = Callable[..., object]
@@ -115,6 +117,13 @@ def _blob_name(name: str) -> StoredBlob | None:
     if suffix not in BLOB_SUFFIXES or not _is_sha256(sha256):
         return None
     return StoredBlob(sha256, suffix)
+
+
+def _aside_blob(name: str) -> StoredBlob | None:
+    """The blob a temp file named by ``collect`` holds, if it is one."""
+    if not name.startswith(_ASIDE_PREFIX):
+        return None
+    return _blob_name(name[len(_ASIDE_PREFIX):].rsplit("-", 1)[0])
 
 
 def _is_sha256(text: str) -> bool:
@@ -578,12 +587,18 @@ class BlobStore:
         limit = self._clock() - max_age
         for blob in blobs:
             path = self.path_for(blob.sha256, blob.suffix)
-            aside = self.tmp / f"collect-{uuid.uuid4().hex}{TEMP_SUFFIX}"
+            # Named for the blob, so that if this process dies before deciding,
+            # sweep() puts it back rather than leave a recorded file missing.
+            aside = self.tmp / (f"{_ASIDE_PREFIX}{blob.sha256}{blob.suffix}-"
+                                f"{uuid.uuid4().hex}{TEMP_SUFFIX}")
             try:
                 os.rename(path, aside)
+                fresh = os.stat(aside).st_mtime >= limit
             except FileNotFoundError:
+                # Gone already, or put back by another node's sweep(): kept
+                # for a later pass to decide.
                 continue
-            if os.stat(aside).st_mtime >= limit:
+            if fresh:
                 os.replace(aside, path)
             else:
                 os.unlink(aside)
@@ -595,7 +610,9 @@ class BlobStore:
 
         An upload in progress keeps touching its file, so only abandoned ones
         (a crash, a killed process) are old; several nodes sharing DataDir are
-        safe for the same reason.
+        safe for the same reason. A blob a ``collect`` set aside and never
+        decided about is put back in place, whatever its age (the next
+        collection decides again).
         """
         removed = 0
         limit = self._clock() - max_age
@@ -603,7 +620,10 @@ class BlobStore:
             if not entry.name.endswith(TEMP_SUFFIX):
                 continue
             try:
-                if entry.stat().st_mtime < limit:
+                aside = _aside_blob(entry.name)
+                if aside is not None:
+                    os.replace(entry.path, self.path_for(aside.sha256, aside.suffix))
+                elif entry.stat().st_mtime < limit:
                     os.unlink(entry.path)
                     removed += 1
             except FileNotFoundError:

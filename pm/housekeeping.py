@@ -64,12 +64,16 @@ class Housekeeper:
     async def _run(self) -> Swept:
         temp_files: int = await self._in_thread(self._blobs.sweep, self._max_age)
         stale: list[StoredBlob] = await self._in_thread(self._blobs.stale, self._max_age)
-        unused: list[StoredBlob] = []
+        removed = 0
         for start in range(0, len(stale), IN_USE_BATCH):
             batch = stale[start:start + IN_USE_BATCH]
             used = await self._store.python_digests_in_use(
                 sorted({blob.sha256 for blob in batch})
             )
-            unused.extend(blob for blob in batch if blob.sha256 not in used)
-        removed: int = await self._in_thread(self._blobs.collect, unused, self._max_age)
+            # Collected right after the question, batch by batch: a blob placed
+            # again after it was asked about is new for TempMaxAge, and collect
+            # must come well within that, however many blobs there are.
+            removed += await self._in_thread(
+                self._blobs.collect, [b for b in batch if b.sha256 not in used], self._max_age
+            )
         return Swept(temp_files, removed)

@@ -314,6 +314,21 @@ def _touch(path: Path, mtime: float, data: bytes = b"x") -> Path:
     return path
 
 
+def test_sweep_puts_back_a_blob_collect_left_aside(blobs: BlobStore) -> None:
+    """A blob collect() had moved into tmp/ when its process died goes back in place at the
+    next sweep, however old, instead of being removed as an abandoned temp file."""
+    sha = hashlib.sha256(b"recorded").hexdigest()
+    blobs.write_bytes(b"recorded", sha, ".metadata")
+    aside = blobs.tmp / f"collect-{sha}.metadata-0123abcd{TEMP_SUFFIX}"
+    os.rename(blobs.path_for(sha, ".metadata"), aside)
+    _age(aside, 86400)
+
+    assert blobs.sweep(3600) == 0
+
+    assert blobs.path_for(sha, ".metadata").read_bytes() == b"recorded"
+    assert list(blobs.tmp.iterdir()) == []
+
+
 def test_sweep_removes_only_old_temp_files(blobs: BlobStore) -> None:
     """sweep() deletes '.part' files older than max_age and keeps fresh or other files."""
     max_age = 3600.0

@@ -4,6 +4,7 @@ once old; blobs a recorded file uses never are."""
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,6 +74,7 @@ async def test_new_unused_blobs_and_temp_files_are_kept(env: AppEnv) -> None:
     env.blobs.write_bytes(b"placed, not yet recorded", sha(b"placed, not yet recorded"), "")
     part = env.blobs.tmp / f"upload-x{TEMP_SUFFIX}"
     part.write_bytes(b"half an upload")
+    env.clock.now = time.time() + 60  # a minute later: young, as max_age goes
     housekeeper = Housekeeper(env.blobs, env.store, in_thread, 3600)
 
     assert await housekeeper.run() == Swept(temp_files=0, blobs=0)

@@ -214,6 +214,16 @@ class UploadReceiver:
             )
         return source
 
+    def when_authorized(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` once the token and source are accepted (never if refused)."""
+
+        def accepted(result: None) -> None:
+            if self._error is None:
+                callback()
+            return result
+
+        self._authorized.addCallback(accepted)
+
     # Body --------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
@@ -434,12 +444,20 @@ class UploadReceiver:
         # the same bytes may have placed them too and not be recorded yet, so
         # removing them here could take a file from under its row.
         created = await service.store.add_python_file(record)
-        service.log.info(
-            "{actor} uploaded {filename} ({size} bytes) to {source}",
-            actor=principal.actor, filename=dist.filename, size=digests.size, source=source.name,
-        )
+        added = False
+        if created:
+            service.log.info(
+                "{actor} uploaded {filename} ({size} bytes) to {source}",
+                actor=principal.actor, filename=dist.filename, size=digests.size,
+                source=source.name,
+            )
+        elif signed is not None and signature_sha is not None:
+            # An identical upload was recorded first, meanwhile: as after it,
+            # this signature goes to the file if that has none.
+            added = await service.store.add_python_signature(
+                record, signature_sha, signed.keyid, signed.trusted, principal.actor)
         return UploadResult(source.name, dist.filename, dist.project, dist.version,
-                            digests.sha256, created=created)
+                            digests.sha256, created=created, signature_added=added)
 
     async def _add_signature(self, existing: PythonFile, writer: BlobWriter,
                              signature: bytes, principal: Principal) -> bool:
@@ -450,7 +468,7 @@ class UploadReceiver:
         re-run signing again makes a new one each time).
         """
         service = self._service
-        await service.in_thread(writer.sync)
+        # The file is complete (drained) and about to be discarded: no fsync.
         signed = await service.in_thread(service.signatures.check, writer.path, signature)
         if existing.signature_sha256 is not None:
             return False

@@ -71,13 +71,6 @@ class StreamingRequest(server.Request):
         self.content = io.BytesIO()
         transport = self.channel.transport
         assert transport is not None
-        if isinstance(transport, ReadSized):
-            # Twisted reads 64 KiB at a time; each read costs a trip through
-            # the HTTP channel, the parser and the writer's lanes, which at
-            # gigabytes is most of the reactor's work. The size only caps a
-            # read (and the write buffer before it pauses a producer), so it
-            # is left as it is for later requests on the connection.
-            transport.bufferSize = UPLOAD_READ_SIZE
         upload = self.upload = self._uploads.receive(
             source,
             self.requestHeaders,
@@ -88,6 +81,27 @@ class StreamingRequest(server.Request):
         # Whatever ends the request (a response, a disconnect, a route that
         # never ran), an upload that did not complete leaves nothing behind.
         self.notifyFinish().addBoth(lambda _: upload.abort())
+        if isinstance(transport, ReadSized):
+            self._read_large_once_authorized(upload, transport)
+
+    def _read_large_once_authorized(self, upload: UploadReceiver, transport: ReadSized) -> None:
+        """Read the upload's connection UPLOAD_READ_SIZE at a time, for this request only.
+
+        Twisted reads 64 KiB at a time; each read costs a trip through the HTTP
+        channel, the parser and the writer's lanes, which at gigabytes is most
+        of the reactor's work. Only once the token is accepted, so a client
+        without one still gets at most a 64 KiB read past the held-back bytes.
+        """
+        default = transport.bufferSize
+
+        def widen() -> None:
+            transport.bufferSize = UPLOAD_READ_SIZE
+
+        def restore(_: object) -> None:
+            transport.bufferSize = default
+
+        upload.when_authorized(widen)
+        self.notifyFinish().addBoth(restore)
 
     def handleContentChunk(self, data: bytes) -> None:
         if self.upload is not None:

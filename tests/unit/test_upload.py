@@ -45,7 +45,7 @@ from tests.support.packages import (
     multipart_body,
     upload_fields,
 )
-from tests.unit.appfixture import AppEnv, app_env, wait_until
+from tests.unit.appfixture import AppEnv, Signer, app_env, wait_until
 
 BOUNDARY = "pmtestboundary0123456789"
 
@@ -372,22 +372,39 @@ async def test_expect_100_continue_is_answered_before_the_body(
 async def test_upload_connection_reads_in_large_pieces(
     env: AppEnv, server: Server, dist: Path
 ) -> None:
-    """An upload's connection reads UPLOAD_READ_SIZE at a time; others keep Twisted's size."""
+    """An upload's connection reads UPLOAD_READ_SIZE at a time once its token is accepted,
+    and Twisted's size again after the response; a refused upload and other requests
+    keep Twisted's size throughout."""
     source = await env.python_source()
     token = await env.source_token(source)
     body, content_type = wheel_upload(build_wheel(dist), source.name, token).encode()
-    upload, api = server.connect(), server.connect()
-    for conn in (upload, api):
+    upload, refused, api = server.connect(), server.connect(), server.connect()
+    for conn in (upload, refused, api):
         conn.transport.bufferSize = 65536  # type: ignore[attr-defined]
+
+    def read_size(conn: Connection) -> int:
+        size: int = conn.transport.bufferSize  # type: ignore[attr-defined]
+        return size
+
+    gate: Deferred[None] = Deferred()
+    server.checker.gate = gate
 
     upload.send(request_head("/upload/pypi/uploads", content_type=content_type, token=token,
                              length=len(body)))
+    refused.send(request_head("/upload/pypi/uploads", content_type=content_type,
+                              token=token + "x", length=len(body)))
     api.send(b"GET /__api__/status HTTP/1.1\r\nHost: test\r\n\r\n")
-
-    assert upload.transport.bufferSize == UPLOAD_READ_SIZE  # type: ignore[attr-defined]
-    assert api.transport.bufferSize == 65536  # type: ignore[attr-defined]
+    assert read_size(upload) == 65536
+    server.checker.gate = None
+    gate.callback(None)
+    await wait_until(lambda: read_size(upload) == UPLOAD_READ_SIZE,
+                     what="the upload's read size to grow")
     upload.send(body)
+    refused.send(body)
+
     assert (await upload.final()).status == 200
+    assert (await refused.final()).status == 401
+    assert [read_size(c) for c in (upload, refused, api)] == [65536] * 3
 
 
 @pytest.mark.parametrize(("chunk_size", "piece"), [(1000, 7), (65536, 4096), (1, 512)])
@@ -574,6 +591,46 @@ async def test_losing_a_race_keeps_the_winners_files(
     assert not env.blobs.path_for(loser_sha).exists()
     assert env.stored_files() == sorted([env.blobs.path_for(row["sha256"]),
                                          env.blobs.path_for(row["metadata_sha256"], ".metadata")])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_signed_upload_losing_to_an_identical_unsigned_one_adds_its_signature(
+    env: AppEnv, server: Server, dist: Path
+) -> None:
+    """The same file uploaded twice at once, signed and unsigned: when the unsigned one is
+    recorded first, the signed one answers 200 and the file gets its signature, as it would
+    had it come second."""
+    source = await env.python_source()
+    token = await env.source_token(source)
+    path = build_wheel(dist)
+    sha = digests(path)["sha256_digest"]
+    signer = Signer()
+    try:
+        signature = signer.sign(path)
+    finally:
+        signer.close()
+    signed = wheel_upload(path, source.name, token)
+    signed = replace(signed, files=[*signed.files, ("gpg_signature", f"{path.name}.asc",
+                                                    signature)])
+    gate: Deferred[None] = Deferred()
+    server.store.gates[sha] = gate
+
+    late = server.connect()
+    late.send(signed.raw())
+    await wait_until(lambda: sha in server.store.waiting, what="the signed upload to wait")
+    del server.store.gates[sha]
+    early = server.connect()
+    early.send(wheel_upload(path, source.name, token).raw())
+    first = await early.final()
+    gate.callback(None)
+    second = await late.final()
+
+    assert (first.status, second.status) == (200, 200)
+    assert "its signature was added" in second.body.decode()
+    (row,) = await env.python_rows()
+    assert row["signature_sha256"] == hashlib.sha256(signature).hexdigest()
+    assert env.blobs.path_for(row["signature_sha256"], ".asc").read_bytes() == signature
+    assert env.temp_files() == []
 
 
 # Refused uploads -------------------------------------------------------------------

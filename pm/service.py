@@ -27,7 +27,7 @@ from twisted.web import server
 from pm import __version__
 from pm.app import PackageManagerApp
 from pm.auth import TokenChecker
-from pm.blobs import HASHING_THREADS, BlobStore
+from pm.blobs import BlobStore, hashing_threads
 from pm.config import Config, load_config
 from pm.db import Database, Dialect, SchemaTooNew, migrate, postgres_dialect, sqlite_dialect
 from pm.errors import ConfigError
@@ -133,7 +133,8 @@ def build(config: Config, reactor: Any) -> service.MultiService:
     store = Store(database, clock)
 
     blobs = BlobStore(config.data_dir, clock, call_from_thread=reactor.callFromThread,
-                      threads=ThreadPool(0, HASHING_THREADS, name="blob-hashing"))
+                      threads=ThreadPool(0, hashing_threads(os.cpu_count()),
+                                         name="blob-hashing"))
     reactor.callWhenRunning(blobs.start)
     reactor.addSystemEventTrigger("during", "shutdown", blobs.stop)
     blobs.prepare()

@@ -29,6 +29,7 @@ from pm.blobs import (
     Digests,
     PipelinedBlobWriter,
     StoredBlob,
+    hashing_threads,
 )
 
 NOW = 1_700_000_000.0
@@ -312,6 +313,11 @@ def _touch(path: Path, mtime: float, data: bytes = b"x") -> Path:
     path.write_bytes(data)
     os.utime(path, (mtime, mtime))
     return path
+
+
+def test_one_hashing_thread_per_cpu_and_at_least_two() -> None:
+    """The shared pool has a thread per CPU, and two when there are fewer or it is unknown."""
+    assert [hashing_threads(n) for n in (None, 1, 2, 16)] == [2, 2, 2, 16]
 
 
 def test_sweep_puts_back_a_blob_collect_left_aside(blobs: BlobStore) -> None:

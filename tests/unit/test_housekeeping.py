@@ -14,6 +14,7 @@ import pytest_twisted
 from pm.blobs import TEMP_SUFFIX
 from pm.housekeeping import IN_USE_BATCH, Housekeeper, Swept
 from pm.store import PythonFile, Source, Store
+from tests.support.records import python_file
 from tests.unit.appfixture import AppEnv, app_env, in_thread
 
 
@@ -35,15 +36,8 @@ async def record(env: AppEnv, source: Source, filename: str, content: bytes,
     env.blobs.write_bytes(metadata, sha(metadata), ".metadata")
     if signature is not None:
         env.blobs.write_bytes(signature, sha(signature), ".asc")
-    row = PythonFile(
-        source_guid=source.guid, project="demo", display_name="demo", version="1.0",
-        filename=filename, filetype="bdist_wheel", python_version="py3", size=len(content),
-        sha256=sha(content), blake2_256="0" * 64, md5="0" * 32, requires_python=None,
-        summary=None, metadata_sha256=sha(metadata),
-        signature_sha256=sha(signature) if signature is not None else None,
-        signature_keyid=None, signature_trusted=None, yanked=False, uploaded_at=env.clock(),
-        uploaded_by="test",
-    )
+    row = python_file(source, filename, content=content, metadata_sha256=sha(metadata),
+                      signature_sha256=sha(signature) if signature is not None else None)
     assert await env.store.add_python_file(row)
     return row
 

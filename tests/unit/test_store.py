@@ -23,7 +23,8 @@ from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 
 from pm.db import Database, Dialect, Tx, migrate, postgres_dialect, sqlite_dialect
 from pm.errors import BadRequest, BadUpload, Conflict, NotFound
-from pm.store import PythonFile, Repo, Source, Store, TokenRecord
+from pm.store import Repo, Source, Store, TokenRecord
+from tests.support.records import python_file
 
 START = 1_700_000_000.25
 ACTOR = "admin@unix"
@@ -99,40 +100,6 @@ def names(sources: tuple[Source, ...] | list[Source]) -> list[str]:
     return [s.name for s in sources]
 
 
-def python_file(
-    source: Source,
-    filename: str,
-    *,
-    project: str = "demo",
-    version: str = "1.0",
-    content: bytes | None = None,
-    **changes: Any,
-) -> PythonFile:
-    """A complete PythonFile record whose digests derive from ``content``."""
-    data = content if content is not None else filename.encode()
-    record = PythonFile(
-        source_guid=source.guid,
-        project=project,
-        display_name=project.title(),
-        version=version,
-        filename=filename,
-        filetype="sdist" if filename.endswith(".tar.gz") else "bdist_wheel",
-        python_version="source" if filename.endswith(".tar.gz") else "py3",
-        size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-        blake2_256=hashlib.blake2b(data, digest_size=32).hexdigest(),
-        md5=hashlib.md5(data).hexdigest(),
-        requires_python=">=3.9",
-        summary="A demo project",
-        metadata_sha256=hashlib.sha256(b"metadata" + data).hexdigest(),
-        signature_sha256=None,
-        signature_keyid=None,
-        signature_trusted=None,
-        yanked=False,
-        uploaded_at=START + 5,
-        uploaded_by="token:ci",
-    )
-    return replace(record, **changes)
 
 
 def is_guid(value: str) -> bool:

@@ -22,9 +22,8 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException
 
-from pm import __version__, python_index
+from pm import __version__
 from pm.auth import LOCAL_ADMIN, Principal, TokenChecker
-from pm.dists import normalize_name
 from pm.errors import (
     BadRequest,
     Conflict,
@@ -34,7 +33,9 @@ from pm.errors import (
     StoreUnavailable,
     Unauthorized,
 )
-from pm.python_index import NotAcceptable, PythonIndex
+from pm.python import index as index_mod
+from pm.python.dists import normalize_name
+from pm.python.index import NotAcceptable, PythonIndex
 from pm.store import Store, TokenRecord
 from pm.tokens import Grant, parse_expires, parse_scope, token_from_headers
 from pm.upload import UploadService
@@ -333,10 +334,10 @@ class PackageManagerApp:
 
     @app.route("/<repo>/latest/simple/", methods=["GET", "HEAD"])
     async def simple_root(self, request: Request, repo: str) -> bytes:
-        content_type = python_index.negotiate(_accept(request))
+        content_type = index_mod.negotiate(_accept(request))
         names = await self.index.projects(repo)
         return _index_response(request, content_type,
-                               python_index.render_projects(names, content_type))
+                               index_mod.render_projects(names, content_type))
 
     @app.route("/<repo>/latest/simple/<project>/", methods=["GET", "HEAD"])
     async def simple_project(self, request: Request, repo: str, project: str) -> bytes:
@@ -345,10 +346,10 @@ class PackageManagerApp:
             request.setResponseCode(http.MOVED_PERMANENTLY)
             request.setHeader(b"location", f"../{normalized}/".encode())
             return b""
-        content_type = python_index.negotiate(_accept(request))
+        content_type = index_mod.negotiate(_accept(request))
         files = await self.index.project_files(repo, project)
         return _index_response(request, content_type,
-                               python_index.render_project(project, files, content_type))
+                               index_mod.render_project(project, files, content_type))
 
     @app.route("/<repo>/latest/files/<filename>", methods=["GET", "HEAD"])
     async def file(self, request: Request, repo: str, filename: str) -> IResource | bytes:

@@ -32,7 +32,7 @@ from pm.config import Config, load_config
 from pm.db import Database, Dialect, SchemaTooNew, migrate, postgres_dialect, sqlite_dialect
 from pm.errors import ConfigError
 from pm.housekeeping import Housekeeper
-from pm.python_index import PythonIndex
+from pm.python.index import PythonIndex
 from pm.signatures import SignatureChecker
 from pm.store import Store
 from pm.tokens import TokenAuthority, load_or_create_key

@@ -22,7 +22,6 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 
-from pm import dists
 from pm.auth import LOCAL_ADMIN, Principal, TokenChecker
 from pm.blobs import BlobStore, BlobWriter, RunInThread
 from pm.errors import (
@@ -33,6 +32,7 @@ from pm.errors import (
     Unauthorized,
 )
 from pm.multipart import MultipartError, MultipartParser, PartHeaders, boundary_from_content_type
+from pm.python import dists
 from pm.signatures import MAX_SIGNATURE, SignatureChecker, SignatureInfo
 from pm.store import PythonFile, Source, Store
 from pm.tokens import token_from_headers

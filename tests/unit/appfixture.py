@@ -31,7 +31,7 @@ from pm.auth import TokenChecker
 from pm.blobs import BlobStore
 from pm.db import Database, migrate, sqlite_dialect
 from pm.housekeeping import Housekeeper, Swept
-from pm.python_index import PythonIndex
+from pm.python.index import PythonIndex
 from pm.signatures import SignatureChecker
 from pm.store import Source, Store
 from pm.tokens import Grant, TokenAuthority, generate_key

@@ -1,4 +1,4 @@
-"""Unit tests for pm.dists: filename parsing, form agreement and archive inspection.
+"""Unit tests for pm.python.dists: filename parsing, form agreement and archive inspection.
 
 Every archive is built here with zipfile/tarfile so each test states exactly
 what the uploaded file contains.
@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from pm import dists
-from pm.dists import (
+from pm.errors import BadRequest, BadUpload
+from pm.python import dists
+from pm.python.dists import (
     CoreMetadata,
     DistFilename,
     check_form_agrees,
@@ -27,7 +28,6 @@ from pm.dists import (
     normalize_name,
     parse_filename,
 )
-from pm.errors import BadRequest, BadUpload
 
 WHEEL = "foo-1.0-py3-none-any.whl"
 SDIST = "foo-1.0.tar.gz"

@@ -19,9 +19,9 @@ from urllib.parse import quote
 
 from packaging.version import InvalidVersion, Version
 
-from pm import dists
 from pm.blobs import BlobStore
 from pm.errors import NotFound, PackageManagerError
+from pm.python import dists
 from pm.store import PythonFile, Repo, Store
 
 API_VERSION = "1.1"

@@ -1,0 +1,1 @@
+"""Python packages: Warehouse's checks, the upload form and the simple index."""

@@ -1,0 +1,1 @@
+"""R packages: DESCRIPTION, and the CRAN-like repository R installs from."""

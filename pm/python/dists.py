@@ -17,15 +17,12 @@ import email.header
 import email.message
 import email.parser
 import email.policy
-import gzip
 import os
-import posixpath
 import re
-import tarfile
 import zipfile
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -37,17 +34,23 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
+from pm.archives import (
+    COMPRESSION_RATIO_MIN_SIZE,
+    COMPRESSION_RATIO_THRESHOLD,
+    check_compression_ratio,
+    check_member_name,
+    quote,
+    scan_tar_gz,
+)
 from pm.errors import BadUpload
 
 MAX_FILENAME_LENGTH = 255
 # METADATA of real projects is at most a few hundred KiB (long READMEs); the
 # cap only has to stop a member that claims or inflates to gigabytes.
 MAX_METADATA_SIZE = 10 * 1024 * 1024
-# Warehouse's zip-bomb rule: an archive is refused when it unpacks to more than
-# COMPRESSION_RATIO_MIN_SIZE and to more than COMPRESSION_RATIO_THRESHOLD times
-# its own size. For tar.gz the rule also bounds the CPU spent scanning it.
-COMPRESSION_RATIO_MIN_SIZE = 64 * 1024 * 1024
-COMPRESSION_RATIO_THRESHOLD = 50
+# COMPRESSION_RATIO_MIN_SIZE and COMPRESSION_RATIO_THRESHOLD (Warehouse's
+# zip-bomb rule, shared with R packages) are imported from pm.archives but
+# passed explicitly, so the values bound here are the ones Python uploads get.
 
 FILETYPE_WHEEL = "bdist_wheel"
 FILETYPE_SDIST = "sdist"
@@ -73,8 +76,6 @@ _NORMALIZE_RE = re.compile(r"[-_.]+")
 # Tag components are identifiers in practice (cp311, manylinux_2_17_x86_64);
 # checked here because packaging only validates them from 26.3 on.
 _TAG_COMPONENT_RE = re.compile(r"[A-Za-z0-9_]+", re.ASCII)
-_DRIVE_RE = re.compile(r"[A-Za-z]:")
-_MEMBER_SPLIT_RE = re.compile(r"[\\/]")
 
 _CORE_METADATA_HELP = (
     "See https://packaging.python.org/specifications/core-metadata for more information."
@@ -121,14 +122,41 @@ class CoreMetadata:
     version: str
     requires_python: str | None
     summary: str | None
+    # What a project page shows: the description and the fields of
+    # DETAIL_FIELDS that are present (lists for the repeatable ones).
+    details: dict[str, str | list[str]] = field(default_factory=dict)
 
 
-def _quote(filename: str) -> str:
-    # Refusal messages travel back in HTTP status lines and logs; a hostile
-    # name must not make them huge.
-    if len(filename) > 80:
-        return repr(filename[:80] + "...")
-    return repr(filename)
+# Shown on a project's page; kept as written, escaped or sanitised when shown.
+DETAIL_FIELDS = ("Author", "Author-email", "Maintainer", "Maintainer-email", "License",
+                 "License-Expression", "Home-page", "Keywords", "Description-Content-Type")
+DETAIL_LISTS = ("Project-URL", "Classifier", "Requires-Dist", "Provides-Extra")
+
+
+def _details(message: email.message.Message) -> dict[str, str | list[str]]:
+    details: dict[str, str | list[str]] = {}
+    for name in DETAIL_FIELDS:
+        values = _header_values(message, name)
+        if values and values[0].strip():
+            details[name] = values[0].strip()
+    for name in DETAIL_LISTS:
+        values = [v.strip() for v in _header_values(message, name) if v.strip()]
+        if values:
+            details[name] = values
+    # Metadata 2.1 puts the description in the body; older files in a header
+    # whose continuation lines start with 8 spaces or "|".
+    body = message.get_payload()
+    description = body if isinstance(body, str) and body.strip() else None
+    if description is None:
+        header = _header_values(message, "Description")
+        if header:
+            lines = header[0].splitlines()
+            description = "\n".join([lines[0], *(
+                line[8:] if line.startswith(" " * 8) else line.lstrip(" |")
+                for line in lines[1:])]) if lines else None
+    if description and description.strip() and description.strip() != "UNKNOWN":
+        details["Description"] = description
+    return details
 
 
 def parse_filename(filename: str) -> DistFilename:
@@ -141,24 +169,24 @@ def parse_filename(filename: str) -> DistFilename:
         raise BadUpload("Cannot upload a file with an empty name.")
     if len(filename) > MAX_FILENAME_LENGTH:
         raise BadUpload(
-            f"Filename is too long: {_quote(filename)} (at most {MAX_FILENAME_LENGTH} characters)."
+            f"Filename is too long: {quote(filename)} (at most {MAX_FILENAME_LENGTH} characters)."
         )
     if any(ord(char) < 32 or ord(char) == 127 for char in filename):
         raise BadUpload(
             "Cannot upload a file with non-printable characters (ordinals 0-31) "
-            f"or the DEL character (ordinal 127) in the name: {_quote(filename)}."
+            f"or the DEL character (ordinal 127) in the name: {quote(filename)}."
         )
     if "/" in filename or "\\" in filename:
-        raise BadUpload(f"Cannot upload a file with '/' or '\\' in the name: {_quote(filename)}.")
+        raise BadUpload(f"Cannot upload a file with '/' or '\\' in the name: {quote(filename)}.")
     if ".." in filename:
-        raise BadUpload(f"Cannot upload a file with '..' in the name: {_quote(filename)}.")
+        raise BadUpload(f"Cannot upload a file with '..' in the name: {quote(filename)}.")
     if filename.startswith("."):
-        raise BadUpload(f"Cannot upload a file whose name starts with '.': {_quote(filename)}.")
+        raise BadUpload(f"Cannot upload a file whose name starts with '.': {quote(filename)}.")
     # Every valid name, version and tag is ASCII; refusing the rest up front
     # also keeps Unicode case-folding tricks out of the regexes below.
     if not filename.isascii():
         raise BadUpload(
-            f"Cannot upload a file with non-ASCII characters in the name: {_quote(filename)}."
+            f"Cannot upload a file with non-ASCII characters in the name: {quote(filename)}."
         )
 
     if filename.endswith(".whl"):
@@ -166,7 +194,7 @@ def parse_filename(filename: str) -> DistFilename:
     if filename.endswith(_SDIST_EXTENSIONS):
         return _parse_sdist_filename(filename)
     raise BadUpload(
-        f"Invalid file extension for {_quote(filename)}: Use .tar.gz, .whl or .zip extension. "
+        f"Invalid file extension for {quote(filename)}: Use .tar.gz, .whl or .zip extension. "
         + _EXTENSION_HELP
     )
 
@@ -180,11 +208,11 @@ def _parse_wheel_filename(filename: str) -> DistFilename:
     # packaging accepts any Unicode word character and a leading or trailing
     # "_" in the escaped name; a project name is stricter than that.
     if not is_valid_project_name(parts[0]):
-        raise BadUpload(f"Invalid project name in wheel filename: {_quote(filename)}.")
+        raise BadUpload(f"Invalid project name in wheel filename: {quote(filename)}.")
     python_tag, abi_tag, platform_tag = parts[-3:]
     for tag in (python_tag, abi_tag, platform_tag):
         if not all(_TAG_COMPONENT_RE.fullmatch(part) for part in tag.split(".")):
-            raise BadUpload(f"Invalid wheel filename (invalid tag {tag!r}): {_quote(filename)}.")
+            raise BadUpload(f"Invalid wheel filename (invalid tag {tag!r}): {quote(filename)}.")
     return DistFilename(
         filename=filename,
         project=normalize_name(parts[0]),
@@ -203,7 +231,7 @@ def _parse_sdist_filename(filename: str) -> DistFilename:
     if not is_valid_project_name(name_part):
         raise BadUpload(
             f"Invalid source distribution filename: invalid project name {name_part!r} "
-            f"in {_quote(filename)}."
+            f"in {quote(filename)}."
         )
     return DistFilename(
         filename=filename,
@@ -226,7 +254,7 @@ def _parse_version(value: str, field: str) -> Version:
         return Version(value)
     except InvalidVersion:
         raise BadUpload(
-            f"{value!r} is an invalid value for {field}. "
+            f"{quote(value)} is an invalid value for {field}. "
             f"Error: Not a valid PEP 440 version. {_CORE_METADATA_HELP}"
         ) from None
 
@@ -256,7 +284,7 @@ def check_form_agrees(
         _refuse_ambiguous_sdist(dist, name, form_version)
         prefix = normalize_name(name).replace("-", "_")
         raise BadUpload(
-            f"Start filename for {name!r} with {prefix!r} (got {_quote(dist.filename)})."
+            f"Start filename for {name!r} with {prefix!r} (got {quote(dist.filename)})."
         )
     if form_version != Version(dist.version):
         raise BadUpload(
@@ -284,7 +312,7 @@ def check_form_agrees(
     if set(pyversion.split(".")) != set(dist.python_version.split(".")):
         raise BadUpload(
             f"Python version {pyversion!r} does not match the python tag "
-            f"{dist.python_version!r} of {_quote(dist.filename)}."
+            f"{dist.python_version!r} of {quote(dist.filename)}."
         )
 
 
@@ -314,7 +342,7 @@ def _refuse_ambiguous_sdist(dist: DistFilename, name: str, form_version: Version
             f"{_sdist_extension(dist.filename)}"
         )
         raise BadUpload(
-            f"Filename {_quote(dist.filename)} is ambiguous: a '-' inside the version "
+            f"Filename {quote(dist.filename)} is ambiguous: a '-' inside the version "
             f"cannot be told from the name separator. Rename it to {expected!r}."
         )
 
@@ -322,37 +350,21 @@ def _refuse_ambiguous_sdist(dist: DistFilename, name: str, form_version: Version
 # Archive inspection
 
 
+_INVALID = "Invalid distribution file"
+
+
 def _invalid(reason: str) -> BadUpload:
-    return BadUpload(f"Invalid distribution file: {reason}")
-
-
-def _check_member_name(name: str) -> None:
-    """Refuse archive paths that would land outside the extraction directory."""
-    if not name:
-        raise _invalid("archive member with an empty name")
-    if "\x00" in name:
-        raise _invalid(f"archive member {name!r} has a NUL character in its name")
-    if name.startswith(("/", "\\")) or _DRIVE_RE.match(name):
-        raise _invalid(f"archive member {name!r} has an absolute path")
-    if ".." in _MEMBER_SPLIT_RE.split(name):
-        raise _invalid(f"archive member {name!r} refers to a parent directory ('..')")
-
-
-def _check_compression_ratio(unpacked: int, packed: int) -> None:
-    if unpacked > COMPRESSION_RATIO_MIN_SIZE and unpacked > COMPRESSION_RATIO_THRESHOLD * max(
-        packed, 1
-    ):
-        raise _invalid(f"File exceeds compression ratio of {COMPRESSION_RATIO_THRESHOLD}")
+    return BadUpload(f"{_INVALID}: {reason}")
 
 
 def _read_capped(stream: IO[bytes], declared_size: int, member: str) -> bytes:
     # The declared size can lie (or be huge): refuse early on it, then read at
     # most one byte past the cap so an understated size cannot slip through.
     if declared_size > MAX_METADATA_SIZE:
-        raise _invalid(f"{member} is larger than {MAX_METADATA_SIZE} bytes")
+        raise _invalid(f"{quote(member)} is larger than {MAX_METADATA_SIZE} bytes")
     data = stream.read(MAX_METADATA_SIZE + 1)
     if len(data) > MAX_METADATA_SIZE:
-        raise _invalid(f"{member} is larger than {MAX_METADATA_SIZE} bytes")
+        raise _invalid(f"{quote(member)} is larger than {MAX_METADATA_SIZE} bytes")
     return data
 
 
@@ -407,20 +419,20 @@ def _parse_core_metadata(raw: bytes, source: str, dist: DistFilename) -> CoreMet
 
     if normalize_name(name) != dist.project:
         raise BadUpload(
-            f"Name {name!r} in {source} does not match the project {dist.project!r} "
-            f"of {_quote(dist.filename)}."
+            f"Name {quote(name)} in {source} does not match the project {dist.project!r} "
+            f"of {quote(dist.filename)}."
         )
     metadata_version = _parse_version(version, "Version")
     if metadata_version != Version(dist.version):
         raise BadUpload(
-            f"Version in filename should be {str(metadata_version)!r} not {dist.version!r}."
+            f"Version in filename should be {quote(str(metadata_version))} not {dist.version!r}."
         )
     if requires_python is not None:
         try:
             SpecifierSet(requires_python)
         except InvalidSpecifier:
             raise BadUpload(
-                f"{requires_python!r} is an invalid value for Requires-Python. "
+                f"{quote(requires_python)} is an invalid value for Requires-Python. "
                 f"Error: Invalid specifier. {_CORE_METADATA_HELP}"
             ) from None
     return CoreMetadata(
@@ -429,6 +441,7 @@ def _parse_core_metadata(raw: bytes, source: str, dist: DistFilename) -> CoreMet
         version=version,
         requires_python=requires_python,
         summary=summary,
+        details=_details(message),
     )
 
 
@@ -445,17 +458,23 @@ def _check_zip_members(archive: zipfile.ZipFile, packed: int) -> None:
     infos = archive.infolist()
     seen: set[str] = set()
     for info in infos:
-        _check_member_name(info.filename)
+        check_member_name(info.filename, prefix=_INVALID)
         # Two entries with one name: installers and this code could pick
         # different ones, so what is served would not be what gets installed.
         if info.filename in seen:
-            raise _invalid(f"archive member {info.filename!r} appears more than once")
+            raise _invalid(f"archive member {quote(info.filename)} appears more than once")
         seen.add(info.filename)
         if info.flag_bits & 0x1:
-            raise _invalid(f"archive member {info.filename!r} is encrypted")
+            raise _invalid(f"archive member {quote(info.filename)} is encrypted")
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             raise _invalid("File does not use a supported compression type")
-    _check_compression_ratio(sum(info.file_size for info in infos), packed)
+    check_compression_ratio(
+        sum(info.file_size for info in infos),
+        packed,
+        min_size=COMPRESSION_RATIO_MIN_SIZE,
+        threshold=COMPRESSION_RATIO_THRESHOLD,
+        prefix=_INVALID,
+    )
 
 
 def _read_zip_member(archive: zipfile.ZipFile, name: str) -> bytes:
@@ -466,7 +485,7 @@ def _read_zip_member(archive: zipfile.ZipFile, name: str) -> bytes:
     # A corrupt local header makes zipfile seek to a negative offset (OSError)
     # or decode a name that is not UTF-8 (ValueError).
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError, ValueError):
-        raise _invalid(f"{name} is corrupt") from None
+        raise _invalid(f"{quote(name)} is corrupt") from None
 
 
 def inspect_wheel(path: str | os.PathLike[str], dist: DistFilename) -> CoreMetadata:
@@ -566,56 +585,25 @@ def _inspect_zip_sdist(path: str | os.PathLike[str], dist: DistFilename) -> Core
     return _parse_core_metadata(raw, "PKG-INFO", dist)
 
 
-def _check_tar_member(member: tarfile.TarInfo) -> None:
-    _check_member_name(member.name)
-    if member.ischr() or member.isblk() or member.isfifo():
-        raise _invalid(f"archive member {member.name!r} is a special file")
-    if member.islnk():
-        _check_member_name(member.linkname)
-    elif member.issym():
-        target = member.linkname
-        if target.startswith(("/", "\\")) or _DRIVE_RE.match(target):
-            raise _invalid(f"archive member {member.name!r} links to an absolute path")
-        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(member.name), target))
-        if resolved == ".." or resolved.startswith("../"):
-            raise _invalid(f"archive member {member.name!r} links outside the archive")
-
-
-def _open_tar_gz(fileobj: IO[bytes]) -> tarfile.TarFile:
-    try:
-        return tarfile.open(fileobj=fileobj, mode="r:gz")
-    except (tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error):
-        raise _invalid("not a gzip-compressed tar archive") from None
+def _is_pkg_info_candidate(name: str) -> bool:
+    parts = _member_parts(name)
+    return len(parts) == 2 and parts[1] == "PKG-INFO"
 
 
 def _inspect_tar_sdist(path: str | os.PathLike[str], dist: DistFilename) -> CoreMetadata:
-    names: list[str] = []
-    pkg_info: dict[str, bytes] = {}
-    with open(path, "rb") as fileobj, _open_tar_gz(fileobj) as archive:
-        packed = os.fstat(fileobj.fileno()).st_size
-        try:
-            for member in archive:
-                _check_tar_member(member)
-                # archive.offset is how far into the decompressed stream the
-                # scan has gone, headers included: the honest bomb measure.
-                _check_compression_ratio(archive.offset, packed)
-                if member.isdir():
-                    continue
-                names.append(member.name)
-                parts = _member_parts(member.name)
-                if len(parts) == 2 and parts[1] == "PKG-INFO" and not pkg_info:
-                    # Read it while the stream is here: rewinding a gzip
-                    # stream afterwards means decompressing it all again.
-                    if not member.isfile():
-                        raise _invalid(f"{member.name} is not a regular file")
-                    stream = archive.extractfile(member)
-                    if stream is None:
-                        raise _invalid(f"{member.name} is not a regular file")
-                    pkg_info[member.name] = _read_capped(stream, member.size, member.name)
-        except (tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error):
-            raise _invalid("corrupt or truncated tar archive") from None
-    member_name = _find_pkg_info(names, dist)
-    return _parse_core_metadata(pkg_info[member_name], "PKG-INFO", dist)
+    # Every candidate is read while the stream is there (rewinding a gzip
+    # stream means decompressing it all again); _find_pkg_info then refuses
+    # the sdist unless exactly one of them is the top-level PKG-INFO.
+    scan = scan_tar_gz(
+        path,
+        want=_is_pkg_info_candidate,
+        max_member_size=MAX_METADATA_SIZE,
+        prefix=_INVALID,
+        ratio_min_size=COMPRESSION_RATIO_MIN_SIZE,
+        ratio_threshold=COMPRESSION_RATIO_THRESHOLD,
+    )
+    member = _find_pkg_info(scan.names, dist)
+    return _parse_core_metadata(scan.wanted[member], "PKG-INFO", dist)
 
 
 def inspect_sdist(path: str | os.PathLike[str], dist: DistFilename) -> CoreMetadata:

@@ -448,7 +448,8 @@ def test_inspect_wheel_returns_metadata(tmp_path: Path) -> None:
     )
     path = make_wheel(tmp_path, meta=meta)
     assert inspect_wheel(path, parse_filename(WHEEL)) == CoreMetadata(
-        raw=meta, name="Foo", version="1.0", requires_python=">=3.9", summary="A foo"
+        raw=meta, name="Foo", version="1.0", requires_python=">=3.9", summary="A foo",
+        details={"Requires-Dist": ["bar>=1"]},
     )
 
 

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 from twisted.logger import Logger
 
+from pm.catalog import Source
 from pm.errors import Forbidden, Unauthorized
-from pm.store import Source, Store
 from pm.tokens import TokenAuthority, TokenClaims, token_fingerprint
+from pm.tokenstore import TokenStore
 
 TOKENS_DISABLED = (
     "API tokens are disabled on this server; set [Authentication] APITokenAuth = true "
@@ -61,7 +62,7 @@ class TokenChecker:
     def __init__(
         self,
         authority: TokenAuthority | None,
-        store: Store,
+        store: TokenStore,
         clock: Callable[[], float],
     ) -> None:
         # authority is None when [Authentication] APITokenAuth is off.

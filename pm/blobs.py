@@ -25,7 +25,7 @@ import sys
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -34,9 +34,6 @@ from twisted.internet.defer import Deferred
 from twisted.python.threadpool import ThreadPool
 
 TEMP_SUFFIX = ".part"
-# What may follow a sha256 in a blob's name: the file itself, its core metadata,
-# its signature. Anything else under DataDir/files is left alone.
-BLOB_SUFFIXES = ("", ".metadata", ".asc")
 # A blob collect() moved into tmp/ while it decides: collect-<sha256><suffix>-<id>.part
 _ASIDE_PREFIX = "collect-"
 
@@ -122,18 +119,18 @@ class StoredBlob:
     suffix: str
 
 
-def _blob_name(name: str) -> StoredBlob | None:
+def _blob_name(name: str, suffixes: Sequence[str]) -> StoredBlob | None:
     sha256, suffix = name[:64], name[64:]
-    if suffix not in BLOB_SUFFIXES or not _is_sha256(sha256):
+    if suffix not in suffixes or not _is_sha256(sha256):
         return None
     return StoredBlob(sha256, suffix)
 
 
-def _aside_blob(name: str) -> StoredBlob | None:
+def _aside_blob(name: str, suffixes: Sequence[str]) -> StoredBlob | None:
     """The blob a temp file named by ``collect`` holds, if it is one."""
     if not name.startswith(_ASIDE_PREFIX):
         return None
-    return _blob_name(name[len(_ASIDE_PREFIX):].rsplit("-", 1)[0])
+    return _blob_name(name[len(_ASIDE_PREFIX):].rsplit("-", 1)[0], suffixes)
 
 
 def _is_sha256(text: str) -> bool:
@@ -502,8 +499,12 @@ class BlobStore:
         *,
         threads: ThreadPool | None = None,
         call_from_thread: CallFromThread | None = None,
+        suffixes: Sequence[str] = ("",),
     ) -> None:
         self.root = root
+        # What may follow a sha256 in a blob's name: "" for a package file, and
+        # the ecosystems' companions. Anything else under files/ is left alone.
+        self.suffixes = tuple(suffixes)
         self.files = root / "files"
         self.tmp = root / "tmp"
         self._clock = clock
@@ -577,7 +578,7 @@ class BlobStore:
         for first in _subdirectories(self.files):
             for second in _subdirectories(first):
                 for entry in _entries(second):
-                    blob = _blob_name(entry.name)
+                    blob = _blob_name(entry.name, self.suffixes)
                     if blob is None:
                         continue
                     with contextlib.suppress(FileNotFoundError):
@@ -630,7 +631,7 @@ class BlobStore:
             if not entry.name.endswith(TEMP_SUFFIX):
                 continue
             try:
-                aside = _aside_blob(entry.name)
+                aside = _aside_blob(entry.name, self.suffixes)
                 if aside is not None:
                     os.replace(entry.path, self.path_for(aside.sha256, aside.suffix))
                 elif entry.stat().st_mtime < limit:

@@ -30,6 +30,20 @@ class Conflict(PackageManagerError):
     """The thing already exists, or the change contradicts the current state."""
 
 
+class AlreadyExists(Conflict):
+    """A package file of that name is stored with different contents.
+
+    Each upload route words it for its clients: twine expects Warehouse's 400
+    "File already exists", ``rspm add`` a 409 that suggests ``--replace``.
+    """
+
+    def __init__(self, filename: str, source: str) -> None:
+        super().__init__(f"'{filename}' already exists in source '{source}' with different "
+                         "contents")
+        self.filename = filename
+        self.source = source
+
+
 class Unauthorized(PackageManagerError):
     """No credentials, or credentials that are malformed, forged, expired or revoked."""
 

@@ -8,7 +8,7 @@ are removed once ``TempMaxAge`` old, so work in progress is never touched.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,11 +16,13 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from pm.blobs import BlobStore, StoredBlob
-from pm.store import Store
 
-# Digests asked about in one query: each is bound three times, and older
+# Digests asked about in one query: each may be bound three times, and older
 # SQLite builds allow 999 bound values.
 IN_USE_BATCH = 300
+
+# Which of these digests a recorded file uses: one per ecosystem.
+InUse = Callable[[Sequence[str]], Awaitable[set[str]]]
 
 
 @dataclass(frozen=True)
@@ -35,13 +37,13 @@ class Housekeeper:
     def __init__(
         self,
         blobs: BlobStore,
-        store: Store,
+        in_use: Sequence[InUse],
         in_thread: Callable[..., Deferred[Any]],
         max_age: float,
         log: Logger | None = None,
     ) -> None:
         self._blobs = blobs
-        self._store = store
+        self._in_use = tuple(in_use)
         self._in_thread = in_thread
         self._max_age = max_age
         self._log = log or Logger(namespace="packagemanager")
@@ -67,9 +69,10 @@ class Housekeeper:
         removed = 0
         for start in range(0, len(stale), IN_USE_BATCH):
             batch = stale[start:start + IN_USE_BATCH]
-            used = await self._store.python_digests_in_use(
-                sorted({blob.sha256 for blob in batch})
-            )
+            digests = sorted({blob.sha256 for blob in batch})
+            used: set[str] = set()
+            for ask in self._in_use:
+                used |= await ask(digests)
             # Collected right after the question, batch by batch: a blob placed
             # again after it was asked about is new for TempMaxAge, and collect
             # must come well within that, however many blobs there are.

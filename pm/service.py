@@ -25,18 +25,13 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web import server
 
 from pm import __version__
-from pm.app import PackageManagerApp
-from pm.auth import TokenChecker
+from pm.assembly import BLOB_SUFFIXES, assemble
 from pm.blobs import BlobStore, hashing_threads
 from pm.config import Config, load_config
 from pm.db import Database, Dialect, SchemaTooNew, migrate, postgres_dialect, sqlite_dialect
 from pm.errors import ConfigError
-from pm.housekeeping import Housekeeper
-from pm.python.index import PythonIndex
 from pm.signatures import SignatureChecker
-from pm.store import Store
 from pm.tokens import TokenAuthority, load_or_create_key
-from pm.upload import UploadService
 from pm.web import RequestFactory
 
 DEFAULT_CONFIG = "/etc/rstudio-pm/rstudio-pm.gcfg"
@@ -130,11 +125,11 @@ def build(config: Config, reactor: Any) -> service.MultiService:
               f"{str(e).strip()}")
     database = Database(dialect)
     _DatabaseService(database).setServiceParent(top)
-    store = Store(database, clock)
 
     blobs = BlobStore(config.data_dir, clock, call_from_thread=reactor.callFromThread,
                       threads=ThreadPool(0, hashing_threads(os.cpu_count()),
-                                         name="blob-hashing"))
+                                         name="blob-hashing"),
+                      suffixes=BLOB_SUFFIXES)
     reactor.callWhenRunning(blobs.start)
     reactor.addSystemEventTrigger("during", "shutdown", blobs.stop)
     blobs.prepare()
@@ -144,13 +139,6 @@ def build(config: Config, reactor: Any) -> service.MultiService:
     def in_thread(work: Callable[..., Any], *args: Any) -> Any:
         return deferToThreadPool(reactor, pool, work, *args)
 
-    housekeeper = Housekeeper(blobs, store, in_thread, config.temp_max_age)
-    sweeper = internet.TimerService(
-        config.cleanup_interval, lambda: ensureDeferred(housekeeper.run())
-    )
-    sweeper.clock = reactor
-    sweeper.setServiceParent(top)
-
     authority = None
     if config.api_token_auth:
         try:
@@ -158,7 +146,6 @@ def build(config: Config, reactor: Any) -> service.MultiService:
         except (OSError, ValueError) as e:
             _fail(f"token signing key: {e}")
         authority = TokenAuthority(key, config.address, clock)
-    tokens = TokenChecker(authority, store, clock)
 
     gnupg_home = Path(tempfile.mkdtemp(prefix="pm-gnupg-"))
     signatures = SignatureChecker(gnupg_home, config.trusted_keys)
@@ -169,16 +156,15 @@ def build(config: Config, reactor: Any) -> service.MultiService:
         _fail(f"[Signatures] TrustedKeys: {e}")
     reactor.addSystemEventTrigger("after", "shutdown", shutil.rmtree, gnupg_home, True)
 
-    uploads = UploadService(store, blobs, tokens, signatures, clock, in_thread)
-    app = PackageManagerApp(
-        store=store,
-        tokens=tokens,
-        uploads=uploads,
-        index=PythonIndex(store, blobs),
-        clock=clock,
-        started_at=clock(),
+    parts = assemble(database, blobs, authority, signatures, clock, in_thread,
+                     config.temp_max_age)
+    uploads = parts.uploads
+    sweeper = internet.TimerService(
+        config.cleanup_interval, lambda: ensureDeferred(parts.housekeeper.run())
     )
-    resource = app.resource()
+    sweeper.clock = reactor
+    sweeper.setServiceParent(top)
+    resource = parts.app.resource()
 
     # An idle connection is dropped well before TempMaxAge could sweep the
     # temp file of an upload that is still open.

@@ -1,29 +1,34 @@
-"""The Warehouse legacy upload API (``POST /upload/pypi/{source}``), streamed.
+"""Streamed uploads, for every upload route and every ecosystem.
 
-An :class:`UploadReceiver` is created as soon as a request's headers are in.
-It checks the token and the source first, holding back (and pausing) the first
-body bytes meanwhile; then every body chunk goes through the push multipart
-parser, small form fields are kept, and the ``content`` part is hashed and
-written straight to a temp blob. When the body is complete, ``finish`` runs the
-checks Warehouse runs, records the file in one transaction and renames the
-blob into place. Any failure or a disconnect removes the temp file: a refused
-upload leaves no file and no row behind.
+Two routes take a package file as ``multipart/form-data``: Warehouse's legacy
+upload API (``POST /upload/pypi/{source}``, what twine and uv publish use) and
+``POST /__api__/sources/{source}/packages`` (what ``rspm add`` uses, for any
+kind of source). Both go through one :class:`UploadReceiver`, created as soon
+as a request's headers are in. It checks the token and the source first,
+holding back (and pausing) the first body bytes meanwhile; then every body
+chunk goes through the push multipart parser, small form fields are kept, and
+the ``content`` part is hashed and written straight to a temp blob. When the
+body is complete, ``finish`` hands a :class:`ReceivedUpload` to the route's
+:class:`Publisher` (the ecosystem's checks, the record, the blob's rename into
+place). Any failure or a disconnect removes the temp file: a refused upload
+leaves no file and no row behind.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
+from twisted.web.server import Request
 
 from pm.auth import LOCAL_ADMIN, Principal, TokenChecker
-from pm.blobs import BlobStore, BlobWriter, RunInThread
+from pm.blobs import BlobStore, BlobWriter, Digests, RunInThread
+from pm.catalog import Catalog, Source
 from pm.errors import (
     BadUpload,
     Forbidden,
@@ -32,12 +37,16 @@ from pm.errors import (
     Unauthorized,
 )
 from pm.multipart import MultipartError, MultipartParser, PartHeaders, boundary_from_content_type
-from pm.python import dists
-from pm.signatures import MAX_SIGNATURE, SignatureChecker, SignatureInfo
-from pm.store import PythonFile, Source, Store
+from pm.signatures import MAX_SIGNATURE
 from pm.tokens import token_from_headers
 
-UPLOAD_PATH = re.compile(rb"^/upload/pypi/([A-Za-z0-9._-]{1,100})/?(?:\?.*)?$")
+WAREHOUSE = "warehouse"
+ADD = "add"
+# Which requests are uploads, known from the request line alone.
+_UPLOAD_PATHS = (
+    (WAREHOUSE, re.compile(rb"^/upload/pypi/([A-Za-z0-9._-]{1,100})/?(?:\?.*)?$")),
+    (ADD, re.compile(rb"^/__api__/sources/([A-Za-z0-9._-]{1,100})/packages/?(?:\?.*)?$")),
+)
 
 MAX_FIELD = 1024 * 1024
 MAX_FIELDS_TOTAL = 8 * 1024 * 1024
@@ -47,27 +56,123 @@ MAX_PARTS = 1000
 PENDING_LIMIT = 256 * 1024
 
 DIGEST_FIELDS = {"md5_digest": "md5", "sha256_digest": "sha256", "blake2_256_digest": "blake2_256"}
-FILETYPES = ("sdist", "bdist_wheel")
+ADDED, UNCHANGED, REPLACED = "added", "unchanged", "replaced"
 
 
 @dataclass(frozen=True)
-class UploadResult:
+class UploadTarget:
+    """An upload request: which route, into which source."""
+
+    route: str
+    source: str
+
+
+@dataclass(frozen=True)
+class PublishResult:
     source: str
     filename: str
-    project: str
+    name: str
     version: str
     sha256: str
-    created: bool
+    size: int
+    status: str
     # A re-upload brought the signature the recorded file did not have.
     signature_added: bool = False
 
+    @property
+    def created(self) -> bool:
+        return self.status != UNCHANGED
+
     def message(self) -> str:
-        if self.created:
+        """Warehouse's answer: one line that twine shows."""
+        if self.status == ADDED:
             return f"OK: {self.filename} added to {self.source}\n"
+        if self.status == REPLACED:
+            return f"OK: {self.filename} replaced in {self.source}\n"
         if self.signature_added:
             return (f"OK: {self.filename} was already in {self.source} with the same "
                     f"contents; its signature was added\n")
         return f"OK: {self.filename} was already in {self.source} with the same contents\n"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status, "source": self.source, "filename": self.filename,
+                "name": self.name, "version": self.version, "sha256": self.sha256,
+                "size": self.size, "signature_added": self.signature_added}
+
+
+@dataclass
+class ReceivedUpload:
+    """A complete upload body, handed to a :class:`Publisher`.
+
+    The content is in ``writer``'s temp file, still to be drained (see
+    :func:`content_digests`); the publisher must not remove it (the receiver
+    does, whatever happens).
+    """
+
+    source: Source
+    principal: Principal
+    fields: dict[str, list[str]]
+    filename: str | None
+    writer: BlobWriter | None
+    signature: bytes | None = field(repr=False)
+
+    def field(self, name: str) -> str | None:
+        values = self.fields.get(name)
+        return values[0].strip() if values else None
+
+    def required(self, name: str) -> str:
+        value = self.field(name)
+        if not value:
+            raise BadUpload(f"'{name}' is a required field.")
+        return value
+
+    def content(self) -> tuple[str, BlobWriter]:
+        if self.writer is None or self.filename is None:
+            raise BadUpload("Upload payload does not have a file ('content' part is missing).")
+        return self.filename, self.writer
+
+
+class Publisher(Protocol):
+    """What an upload route does with a complete upload, for one kind of source."""
+
+    async def publish(self, upload: ReceivedUpload) -> PublishResult: ...
+
+
+# Picks the publisher of a route for a source, or raises BadUpload when that
+# route cannot take that kind of source.
+PublisherFor = Callable[[str, Source], Publisher]
+
+
+async def content_digests(upload: ReceivedUpload, in_thread: RunInThread, log: Logger,
+                          *, require_digest: bool) -> Digests:
+    """Wait for the content to be written, then check the digests the client sent.
+
+    Warehouse requires at least one digest; ``rspm add`` sends sha256 but the
+    API does not insist.
+    """
+    _, writer = upload.content()
+    try:
+        await in_thread(writer.drain)
+    except OSError as e:
+        log.error("writing upload failed: {e}", e=e)
+        raise PackageManagerError("the server could not store the upload") from None
+    digests = writer.digests()
+    if digests.size == 0:
+        raise BadUpload("The uploaded file is empty.")
+    given = {f: upload.field(f) for f in DIGEST_FIELDS}
+    if require_digest and not any(given.values()):
+        raise BadUpload(
+            "Include at least one message digest (md5_digest, sha256_digest or "
+            "blake2_256_digest)."
+        )
+    computed = digests.__dict__
+    for field_name, value in given.items():
+        if value and value.lower() != computed[DIGEST_FIELDS[field_name]]:
+            raise BadUpload(
+                f"The digest supplied does not match a digest calculated from the "
+                f"uploaded file ({field_name})."
+            )
+    return digests
 
 
 class UploadService:
@@ -77,38 +182,52 @@ class UploadService:
 
     def __init__(
         self,
-        store: Store,
+        catalog: Catalog,
         blobs: BlobStore,
         tokens: TokenChecker,
-        signatures: SignatureChecker,
-        clock: Callable[[], float],
-        in_thread: RunInThread,
+        publisher_for: PublisherFor,
     ) -> None:
-        self.store = store
+        self.catalog = catalog
         self.blobs = blobs
         self.tokens = tokens
-        self.signatures = signatures
-        self.clock = clock
-        self.in_thread = in_thread
+        self.publisher_for = publisher_for
 
     @staticmethod
-    def match(method: bytes, path: bytes) -> str | None:
-        """The source name if this request is an upload."""
+    def match(method: bytes, path: bytes) -> UploadTarget | None:
+        """Which upload this request is, if it is one."""
         if method.upper() != b"POST":
             return None
-        found = UPLOAD_PATH.match(path)
-        return found.group(1).decode("ascii") if found else None
+        for route, pattern in _UPLOAD_PATHS:
+            found = pattern.match(path)
+            if found:
+                return UploadTarget(route, found.group(1).decode("ascii"))
+        return None
 
     def receive(
         self,
-        source_name: str,
+        target: UploadTarget,
         headers: Headers,
         *,
         local: bool,
         pause: Callable[[], None] = lambda: None,
         resume: Callable[[], None] = lambda: None,
     ) -> UploadReceiver:
-        return UploadReceiver(self, source_name, headers, local=local, pause=pause, resume=resume)
+        return UploadReceiver(self, target, headers, local=local, pause=pause, resume=resume)
+
+    def receive_buffered(self, request: Request) -> UploadReceiver:
+        """A receiver fed from a body a plain ``Site`` buffered (test harnesses)."""
+        target = self.match(request.method, request.uri)
+        if target is None:
+            # The route took a name no source can have.
+            raise NotFound("no such source: names are 1-100 ASCII letters, digits, "
+                           "'-', '_' or '.'")
+        assert request.content is not None
+        receiver = self.receive(target, request.requestHeaders,
+                                local=getattr(request, "local_admin", False))
+        request.content.seek(0)
+        while chunk := request.content.read(65536):
+            receiver.feed(chunk)
+        return receiver
 
 
 def _header(headers: Headers, name: bytes) -> bytes | None:
@@ -122,7 +241,7 @@ class UploadReceiver:
     def __init__(
         self,
         service: UploadService,
-        source_name: str,
+        target: UploadTarget,
         headers: Headers,
         *,
         local: bool,
@@ -130,7 +249,9 @@ class UploadReceiver:
         resume: Callable[[], None],
     ) -> None:
         self._service = service
-        self._source_name = source_name
+        self._target = target
+        self._source_name = target.source
+        self._publisher: Publisher | None = None
         self._headers = headers
         self._local = local
         self._pause = pause
@@ -164,6 +285,7 @@ class UploadReceiver:
         try:
             self.principal = await self._principal()
             self.source = await self._resolve_source(self.principal)
+            self._publisher = self._service.publisher_for(self._target.route, self.source)
             self._parser = MultipartParser(
                 boundary_from_content_type(_header(self._headers, b"content-type")),
                 self,
@@ -191,13 +313,14 @@ class UploadReceiver:
             self._service.tokens.require_enabled()
             raise Unauthorized(
                 "authentication required: use the username __token__ and an API token "
-                "as the password"
+                "as the password" if self._target.route == WAREHOUSE else
+                "authentication required: send an API token as 'Authorization: Bearer <token>'"
             )
         return await self._service.tokens.check(token)
 
     async def _resolve_source(self, principal: Principal) -> Source:
         try:
-            source = await self._service.store.get_source(self._source_name)
+            source = await self._service.catalog.get_source(self._source_name)
         except NotFound:
             # A token limited to other sources learns nothing about which exist.
             if principal.claims is not None and principal.claims.grant.targets is not None \
@@ -207,11 +330,6 @@ class UploadReceiver:
                 ) from None
             raise
         principal.require_source_write(source)
-        if source.type != "local-python":
-            raise BadUpload(
-                f"source '{source.name}' is of type '{source.type}' and cannot take Python "
-                f"packages; upload to a local-python source"
-            )
         return source
 
     def when_authorized(self, callback: Callable[[], object]) -> None:
@@ -331,7 +449,7 @@ class UploadReceiver:
 
     # Completion ----------------------------------------------------------
 
-    async def finish(self) -> UploadResult:
+    async def finish(self) -> PublishResult:
         """Validate and record the upload; call once the whole body is in."""
         self._received = True
         try:
@@ -339,169 +457,23 @@ class UploadReceiver:
             if self._error is not None:
                 raise self._error
             assert self._parser is not None and self.source is not None
-            assert self.principal is not None
+            assert self.principal is not None and self._publisher is not None
             try:
                 self._parser.close()
             except MultipartError as e:
                 raise BadUpload(str(e)) from None
-            return await self._record(self.source, self.principal)
+            if self._writer is not None and not self._content_done:
+                raise BadUpload("the 'content' part is incomplete")
+            return await self._publisher.publish(ReceivedUpload(
+                source=self.source,
+                principal=self.principal,
+                fields=self.fields,
+                filename=self._filename,
+                writer=self._writer,
+                signature=bytes(self._signature) if self._signature is not None else None,
+            ))
         except PackageManagerError as e:
             self._fail(e)
             raise
         finally:
             self._discard()
-
-    def _field(self, name: str) -> str | None:
-        values = self.fields.get(name)
-        return values[0].strip() if values else None
-
-    def _required(self, name: str) -> str:
-        value = self._field(name)
-        if not value:
-            raise BadUpload(f"'{name}' is a required field.")
-        return value
-
-    async def _record(self, source: Source, principal: Principal) -> UploadResult:
-        service = self._service
-        action = self._field(":action")
-        if action != "file_upload":
-            raise BadUpload(f"Unknown :action '{action}'; only file_upload is supported.")
-        if self._field("protocol_version") not in (None, "1"):
-            raise BadUpload("Unknown protocol version; only protocol_version 1 is supported.")
-        name = self._required("name")
-        version = self._required("version")
-        filetype = self._required("filetype")
-        if filetype not in FILETYPES:
-            raise BadUpload(f"Unknown type of file '{filetype}' (valid: {', '.join(FILETYPES)}).")
-        if not dists.is_valid_project_name(name):
-            raise BadUpload(f"'{name}' is an invalid value for name.")
-        if self._writer is None or not self._content_done or self._filename is None:
-            raise BadUpload("Upload payload does not have a file ('content' part is missing).")
-        dist = dists.parse_filename(self._filename)
-        dists.check_form_agrees(dist, name=name, version=version, filetype=filetype,
-                                pyversion=self._field("pyversion"))
-        writer = self._writer
-        try:
-            await service.in_thread(writer.drain)
-        except OSError as e:
-            service.log.error("writing upload failed: {e}", e=e)
-            raise PackageManagerError("the server could not store the upload") from None
-        digests = writer.digests()
-        if digests.size == 0:
-            raise BadUpload("The uploaded file is empty.")
-        self._check_digests(digests.__dict__)
-
-        signature = bytes(self._signature) if self._signature is not None else None
-        existing = await service.store.python_file(source.guid, dist.filename)
-        if existing is not None:
-            if existing.sha256 != digests.sha256:
-                raise BadUpload(
-                    f"File already exists ('{dist.filename}', with different contents)."
-                )
-            added = signature is not None and await self._add_signature(
-                existing, writer, signature, principal)
-            return UploadResult(source.name, dist.filename, dist.project, dist.version,
-                                digests.sha256, created=False, signature_added=added)
-
-        await service.in_thread(writer.sync)
-        metadata: dists.CoreMetadata = await service.in_thread(dists.inspect, writer.path, dist)
-        signed: SignatureInfo | None = None
-        if signature is not None:
-            signed = await service.in_thread(service.signatures.check, writer.path, signature)
-
-        # PEP 658 metadata only for wheels: an sdist's PKG-INFO may leave out
-        # its dependencies, and pip would trust it instead of building.
-        metadata_sha = hashlib.sha256(metadata.raw).hexdigest() \
-            if dist.filetype == "bdist_wheel" else None
-        signature_sha = hashlib.sha256(signature).hexdigest() if signature is not None else None
-        record = PythonFile(
-            source_guid=source.guid,
-            project=dist.project,
-            display_name=metadata.name,
-            version=dist.version,
-            filename=dist.filename,
-            filetype=dist.filetype,
-            python_version=dist.python_version,
-            size=digests.size,
-            sha256=digests.sha256,
-            blake2_256=digests.blake2_256,
-            md5=digests.md5,
-            requires_python=metadata.requires_python,
-            summary=metadata.summary,
-            metadata_sha256=metadata_sha,
-            signature_sha256=signature_sha,
-            signature_keyid=signed.keyid if signed else None,
-            signature_trusted=signed.trusted if signed else None,
-            yanked=False,
-            uploaded_at=service.clock(),
-            uploaded_by=principal.actor,
-        )
-        await service.in_thread(
-            _place_all, service.blobs, writer, record, metadata.raw, signature
-        )
-        # If recording fails (a lost race for the filename, the database gone)
-        # the placed blobs stay for housekeeping to collect: another upload of
-        # the same bytes may have placed them too and not be recorded yet, so
-        # removing them here could take a file from under its row.
-        created = await service.store.add_python_file(record)
-        added = False
-        if created:
-            service.log.info(
-                "{actor} uploaded {filename} ({size} bytes) to {source}",
-                actor=principal.actor, filename=dist.filename, size=digests.size,
-                source=source.name,
-            )
-        elif signed is not None and signature_sha is not None:
-            # An identical upload was recorded first, meanwhile: as after it,
-            # this signature goes to the file if that has none.
-            added = await service.store.add_python_signature(
-                record, signature_sha, signed.keyid, signed.trusted, principal.actor)
-        return UploadResult(source.name, dist.filename, dist.project, dist.version,
-                            digests.sha256, created=created, signature_added=added)
-
-    async def _add_signature(self, existing: PythonFile, writer: BlobWriter,
-                             signature: bytes, principal: Principal) -> bool:
-        """Check a re-upload's signature; give it to the recorded file if that has none.
-
-        Checked either way, so a re-upload with a bad signature is refused as a
-        first upload would be. A file already signed keeps its signature (a CI
-        re-run signing again makes a new one each time).
-        """
-        service = self._service
-        # The file is complete (drained) and about to be discarded: no fsync.
-        signed = await service.in_thread(service.signatures.check, writer.path, signature)
-        if existing.signature_sha256 is not None:
-            return False
-        signature_sha = hashlib.sha256(signature).hexdigest()
-        await service.in_thread(service.blobs.write_bytes, signature, signature_sha, ".asc")
-        return await service.store.add_python_signature(
-            existing, signature_sha, signed.keyid, signed.trusted, principal.actor)
-
-    def _check_digests(self, computed: dict[str, Any]) -> None:
-        given = {f: self._field(f) for f in DIGEST_FIELDS}
-        if not any(given.values()):
-            raise BadUpload(
-                "Include at least one message digest (md5_digest, sha256_digest or "
-                "blake2_256_digest)."
-            )
-        for field_name, value in given.items():
-            if value and value.lower() != computed[DIGEST_FIELDS[field_name]]:
-                raise BadUpload(
-                    f"The digest supplied does not match a digest calculated from the "
-                    f"uploaded file ({field_name})."
-                )
-
-
-def _place_all(
-    blobs: BlobStore,
-    writer: BlobWriter,
-    record: PythonFile,
-    metadata: bytes,
-    signature: bytes | None,
-) -> None:
-    """Move the file into place and write its companions; blocking."""
-    blobs.place(writer.path, record.sha256)
-    if record.metadata_sha256:
-        blobs.write_bytes(metadata, record.metadata_sha256, ".metadata")
-    if signature is not None and record.signature_sha256:
-        blobs.write_bytes(signature, record.signature_sha256, ".asc")

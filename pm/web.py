@@ -16,14 +16,14 @@ from twisted.web import http, server
 from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
 
-from pm.upload import UploadReceiver
+from pm.upload import UploadReceiver, UploadTarget
 
 
 class Uploads(Protocol):
-    def match(self, method: bytes, path: bytes) -> str | None: ...
+    def match(self, method: bytes, path: bytes) -> UploadTarget | None: ...
 
     def receive(
-        self, source_name: str, headers: Headers, *, local: bool, pause: Any, resume: Any
+        self, target: UploadTarget, headers: Headers, *, local: bool, pause: Any, resume: Any
     ) -> UploadReceiver: ...
 
 
@@ -62,8 +62,8 @@ class StreamingRequest(server.Request):
         # complete; the channel has them as soon as the request line is read.
         method = getattr(self.channel, "_command", b"")
         path = getattr(self.channel, "_path", b"")
-        source = self._uploads.match(method, path)
-        if source is None:
+        target = self._uploads.match(method, path)
+        if target is None:
             self._too_large = length is not None and length > MAX_BODY
             # Capped at MAX_BODY, so memory, never a temp file.
             self.content = io.BytesIO()
@@ -72,7 +72,7 @@ class StreamingRequest(server.Request):
         transport = self.channel.transport
         assert transport is not None
         upload = self.upload = self._uploads.receive(
-            source,
+            target,
             self.requestHeaders,
             local=self.local_admin,
             pause=transport.pauseProducing,

@@ -20,9 +20,11 @@ from urllib.parse import quote
 from packaging.version import InvalidVersion, Version
 
 from pm.blobs import BlobStore
+from pm.catalog import Repo
 from pm.errors import NotFound, PackageManagerError
 from pm.python import dists
-from pm.store import PythonFile, Repo, Store
+from pm.python.files import PythonFile, PythonFiles
+from pm.responses import NotAcceptable
 
 API_VERSION = "1.1"
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
@@ -33,10 +35,6 @@ _ALIASES = {
     "application/vnd.pypi.simple.latest+html": HTML_V1,
 }
 _OFFERED = (JSON_V1, HTML_V1, TEXT_HTML)
-
-
-class NotAcceptable(PackageManagerError):
-    """No representation the client accepts."""
 
 
 def negotiate(accept: str | None) -> str:
@@ -167,40 +165,32 @@ class ServedFile:
 
 
 class PythonIndex:
-    """Reads a repo's projects and files through the store."""
+    """Reads a repo's projects and files through the Python files table."""
 
-    def __init__(self, store: Store, blobs: BlobStore) -> None:
-        self._store = store
+    def __init__(self, files: PythonFiles, blobs: BlobStore) -> None:
+        self._files = files
         self._blobs = blobs
 
-    async def _python_repo(self, name: str) -> Repo:
-        repo = await self._store.get_repo(name)
-        if repo.type != "python":
-            raise NotFound(f"repo '{name}' is not a Python repo")
-        return repo
-
-    async def projects(self, repo_name: str) -> list[tuple[str, str]]:
-        repo = await self._python_repo(repo_name)
-        winners = await self._store.python_projects([s.guid for s in repo.sources])
+    async def projects(self, repo: Repo) -> list[tuple[str, str]]:
+        winners = await self._files.projects([s.guid for s in repo.sources])
         return sorted((name, display) for name, (display, _) in winners.items())
 
-    async def project_files(self, repo_name: str, project: str) -> list[PythonFile]:
-        repo = await self._python_repo(repo_name)
-        files = await self._store.python_project_files([s.guid for s in repo.sources], project)
+    async def project_files(self, repo: Repo, project: str) -> list[PythonFile]:
+        files = await self._files.project_files([s.guid for s in repo.sources], project)
         if not files:
-            raise NotFound(f"no project '{project}' in repo '{repo_name}'")
+            raise NotFound(f"no project '{project[:100]}' in repo '{repo.name}'")
         return files
 
-    async def file(self, repo_name: str, filename: str, companion: str) -> ServedFile:
+    async def file(self, repo: Repo, filename: str, companion: str) -> ServedFile:
         """The distribution (companion ""), its ``.asc`` or its ``.metadata``."""
         try:
             project = dists.parse_filename(filename).project
         except PackageManagerError:
-            raise NotFound(f"no file '{filename}' in repo '{repo_name}'") from None
-        files = await self.project_files(repo_name, project)
+            raise NotFound(f"no file {filename[:100]!r} in repo '{repo.name}'") from None
+        files = await self.project_files(repo, project)
         found = next((f for f in files if f.filename == filename), None)
         if found is None:
-            raise NotFound(f"no file '{filename}' in repo '{repo_name}'")
+            raise NotFound(f"no file '{filename}' in repo '{repo.name}'")
         if companion == ".asc":
             if found.signature_sha256 is None:
                 raise NotFound(f"'{filename}' was not uploaded with a signature")

@@ -27,31 +27,21 @@ from twisted.internet.threads import deferToThread
 from twisted.python.threadpool import ThreadPool
 
 from pm.app import PackageManagerApp
+from pm.assembly import BLOB_SUFFIXES, Parts, assemble
 from pm.auth import TokenChecker
 from pm.blobs import BlobStore
+from pm.catalog import Catalog, Source
 from pm.db import Database, migrate, sqlite_dialect
 from pm.housekeeping import Housekeeper, Swept
-from pm.python.index import PythonIndex
+from pm.python.files import PythonFiles
 from pm.signatures import SignatureChecker
-from pm.store import Source, Store
+from pm.testing import Clock
 from pm.tokens import Grant, TokenAuthority, generate_key
+from pm.tokenstore import TokenStore
 from pm.upload import UploadService
 
 START = 1_750_000_000.0
 ADDRESS = "http://test"
-
-
-class Clock:
-    """A settable clock shared by every component of one test server."""
-
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def in_thread(work: Callable[..., Any], *args: Any) -> Deferred[Any]:
@@ -65,15 +55,35 @@ class AppEnv:
     root: Path
     clock: Clock
     database: Database
-    store: Store
+    parts: Parts
     blobs: BlobStore
     authority: TokenAuthority | None
-    checker: TokenChecker
     signatures: SignatureChecker
-    uploads: UploadService
-    index: PythonIndex
-    app: PackageManagerApp
     issued: list[str] = field(default_factory=list)
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.parts.catalog
+
+    @property
+    def token_store(self) -> TokenStore:
+        return self.parts.token_store
+
+    @property
+    def python_files(self) -> PythonFiles:
+        return self.parts.python.files
+
+    @property
+    def checker(self) -> TokenChecker:
+        return self.parts.tokens
+
+    @property
+    def uploads(self) -> UploadService:
+        return self.parts.uploads
+
+    @property
+    def app(self) -> PackageManagerApp:
+        return self.parts.app
 
     # Tokens ----------------------------------------------------------------
 
@@ -92,7 +102,7 @@ class AppEnv:
             Grant(scope, targets), guid=guid, expires_in=expires_in
         )
         if record:
-            await self.store.create_token(
+            await self.token_store.create_token(
                 guid, "unit test", scope, targets, claims.expires_at, "local-admin"
             )
         self.issued.append(guid)
@@ -105,7 +115,10 @@ class AppEnv:
     # Content -----------------------------------------------------------------
 
     async def python_source(self, name: str = "uploads") -> Source:
-        return await self.store.create_source(name, "local-python", "local-admin")
+        return await self.catalog.create_source(name, "local-python", "local-admin")
+
+    async def r_source(self, name: str = "cran-local") -> Source:
+        return await self.catalog.create_source(name, "local", "local-admin")
 
     async def python_rows(self) -> list[dict[str, Any]]:
         """Every python_files row, read straight from the database."""
@@ -117,7 +130,9 @@ class AppEnv:
         """One housekeeping pass with the clock moved past ``max_age`` after now, so
         every file on disk counts as old."""
         self.clock.now = time.time() + max_age + 60
-        swept = await Housekeeper(self.blobs, self.store, in_thread, max_age).run()
+        swept = await Housekeeper(self.blobs, [self.parts.python.digests_in_use,
+                                               self.parts.r.digests_in_use],
+                                  in_thread, max_age).run()
         assert swept is not None, "the housekeeping pass failed"
         return swept
 
@@ -131,33 +146,28 @@ class AppEnv:
 
 
 def build_env(root: Path, *, tokens_enabled: bool = True,
-              checker: Callable[[TokenAuthority | None, Store, Clock], TokenChecker]
+              checker: Callable[[TokenAuthority | None, TokenStore, Callable[[], float]],
+                                TokenChecker]
               = TokenChecker,
-              store: Callable[[Database, Clock], Store] = Store) -> AppEnv:
+              python_files: type[PythonFiles] = PythonFiles) -> AppEnv:
     """Assemble a server exactly as ``pm.service.build`` does, minus the listeners;
-    ``checker`` and ``store`` let a test substitute a subclass that it can hold back."""
+    ``checker`` and ``python_files`` let a test substitute a subclass that it can
+    hold back."""
     clock = Clock()
     dialect = sqlite_dialect(root / "db")
     migrate(dialect)
     database = Database(dialect)
-    metadata = store(database, clock)
     # Pipelined, as the server runs it: uploads are hashed on a pool.
     blobs = BlobStore(root / "data", clock, threads=ThreadPool(0, 2, name="test-hashing"),
-                      call_from_thread=reactor.callFromThread)
+                      call_from_thread=reactor.callFromThread, suffixes=BLOB_SUFFIXES)
     blobs.prepare()
     blobs.start()
     authority = TokenAuthority(generate_key(), ADDRESS, clock) if tokens_enabled else None
-    tokens = checker(authority, metadata, clock)
     signatures = SignatureChecker(root / "gnupg", ())
     signatures.prepare()
-    uploads = UploadService(metadata, blobs, tokens, signatures, clock, in_thread)
-    index = PythonIndex(metadata, blobs)
-    app = PackageManagerApp(
-        store=metadata, tokens=tokens, uploads=uploads, index=index, clock=clock,
-        started_at=clock(),
-    )
-    return AppEnv(root, clock, database, metadata, blobs, authority, tokens, signatures,
-                  uploads, index, app)
+    parts = assemble(database, blobs, authority, signatures, clock, in_thread, 3600.0,
+                     checker=checker, python_table=python_files)
+    return AppEnv(root, clock, database, parts, blobs, authority, signatures)
 
 
 @contextmanager

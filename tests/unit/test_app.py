@@ -302,8 +302,8 @@ async def test_unknown_types_are_400_listing_the_valid_ones(env: AppEnv, client:
     assert repo.code == 400
     assert "'npm'" in repo.error
     assert "python, r" in repo.error
-    assert await env.store.list_sources() == []
-    assert await env.store.list_repos() == []
+    assert await env.catalog.list_sources() == []
+    assert await env.catalog.list_repos() == []
 
 
 @pytest_twisted.ensureDeferred
@@ -414,7 +414,7 @@ async def test_source_token_on_admin_route_is_403(env: AppEnv, client: Client) -
     assert listing.code == 403
     assert "global:admin" in listing.error
     assert creation.code == 403
-    assert [s.name for s in await env.store.list_sources()] == ["uploads"]
+    assert [s.name for s in await env.catalog.list_sources()] == ["uploads"]
 
 
 @pytest_twisted.ensureDeferred
@@ -424,7 +424,7 @@ async def test_forged_and_unrecorded_tokens_are_401(env: AppEnv, client: Client)
     guid = str(uuid.uuid4())
     forged, _ = TokenAuthority(generate_key(), ADDRESS, env.clock).mint(
         Grant("global:admin", ()), guid=guid, expires_in=None)
-    await env.store.create_token(guid, "", "global:admin", (), None, "local-admin")
+    await env.token_store.create_token(guid, "", "global:admin", (), None, "local-admin")
     good = await env.token("sources:write", None)
     header, payload, signature = good.split(".")
     claims_json = json.loads(base64.urlsafe_b64decode(payload + "=="))
@@ -540,7 +540,7 @@ async def test_tokens_disabled_token_creation_is_409_naming_the_setting(tmp_path
         local = Client(LocalAdmin(env.app.resource()))
         sources = await local.get("/__api__/sources")
         reply = await local.post("/__api__/tokens", body={"scope": "global:admin"})
-        recorded = await env.store.list_tokens()
+        recorded = await env.token_store.list_tokens()
 
     assert sources.code == 200
     assert reply.code == 409
@@ -563,8 +563,8 @@ async def test_create_token_with_each_scope(env: AppEnv, client: Client) -> None
     names, and is accepted by the server; an unknown scope answers 400 listing them."""
     admin = await env.token()
     await setup_repo(client, admin)
-    source = await env.store.get_source("uploads")
-    repo = await env.store.get_repo("python")
+    source = await env.catalog.get_source("uploads")
+    repo = await env.catalog.get_repo("python")
 
     write = await create_token(client, admin, scope="sources:write", sources="uploads",
                                description="CI for uploads")
@@ -598,7 +598,7 @@ async def test_create_token_for_all_or_several_sources(env: AppEnv, client: Clie
     '*' mixed with names and no sources at all answer 400."""
     admin = await env.token()
     await setup_repo(client, admin, sources=("a", "b", "c"))
-    guids = {s.name: s.guid for s in await env.store.list_sources()}
+    guids = {s.name: s.guid for s in await env.catalog.list_sources()}
 
     everything = await create_token(client, admin, scope="sources:write", sources="*")
     several = await create_token(client, admin, scope="sources:write", sources="c, a")
@@ -634,7 +634,7 @@ async def test_create_token_for_unknown_source_is_404_listing_sources(
     assert repo.code == 404
     assert "'cran'" in repo.error
     assert "python" in repo.error
-    assert len(await env.store.list_tokens()) == 1
+    assert len(await env.token_store.list_tokens()) == 1
 
 
 @pytest.mark.parametrize("expires", ["tomorrow", "0d", "-1h", "1w", "1.5h", "10", "999999d"])
@@ -647,7 +647,7 @@ async def test_bad_expires_is_400(env: AppEnv, client: Client, expires: str) -> 
 
     assert reply.code == 400
     assert "--expires" in reply.error
-    assert len(await env.store.list_tokens()) == 1
+    assert len(await env.token_store.list_tokens()) == 1
 
 
 @pytest_twisted.ensureDeferred
@@ -968,6 +968,34 @@ async def test_unknown_repo_project_and_r_repo_are_404(
                  "/python/latest/files/not-a-distribution.txt"):
         reply = await client.get(path)
         assert reply.code == 404, path
+
+
+@pytest_twisted.ensureDeferred
+async def test_error_answers_are_never_sniffed(
+    env: AppEnv, client: Client, dist: Path, signer: Signer
+) -> None:
+    """Every error answer, from the admin API (JSON) or from the repo pages (text), says
+    X-Content-Type-Options: nosniff, so no browser renders an error body as a page."""
+    await published(env, client, dist, signer)
+
+    replies = {
+        "api 401": await client.get("/__api__/sources"),
+        "api 404": await client.request("DELETE", "/__api__/sources/none",
+                                        token=await env.token()),
+        "unknown repo": await client.get("/nope/latest/simple/"),
+        "unknown project": await client.get("/python/latest/simple/missing/"),
+        "unknown file": await client.get("/python/latest/files/missing-1.0.tar.gz"),
+        "406": await client.get("/python/latest/simple/", headers={"Accept": "text/plain"}),
+    }
+
+    assert {k: r.code for k, r in replies.items()} == {
+        "api 401": 401, "api 404": 404, "unknown repo": 404, "unknown project": 404,
+        "unknown file": 404, "406": 406}
+    for name, reply in replies.items():
+        assert reply.header("x-content-type-options") == "nosniff", name
+    assert replies["api 404"].header("content-type") == "application/json"
+    assert replies["unknown project"].header("content-type") == "text/plain; charset=utf-8"
+    assert replies["unknown project"].text.startswith("404 no project 'missing'")
 
 
 @pytest_twisted.ensureDeferred

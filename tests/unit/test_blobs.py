@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from twisted.python.threadpool import ThreadPool
 
 import pm.blobs as blobs_module
+from pm.assembly import BLOB_SUFFIXES
 from pm.blobs import (
     PIPELINE_HIGH,
     PIPELINE_LOW,
@@ -31,20 +32,11 @@ from pm.blobs import (
     StoredBlob,
     hashing_threads,
 )
+from pm.testing import Clock
 
 NOW = 1_700_000_000.0
 # Deliberately uneven: empty writes, one byte, odd sizes, a large chunk, memoryviews.
 CHUNK_SIZES = (0, 1, 7, 0, 4096, 3, 65_537, 1, 100_000, 13)
-
-
-class FakeClock:
-    """A settable clock, so ages are tested without waiting."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def sample_data() -> bytes:
@@ -73,15 +65,16 @@ def expected_digests(data: bytes) -> Digests:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
+def clock() -> Clock:
     """A fake clock at NOW."""
-    return FakeClock(NOW)
+    return Clock(NOW)
 
 
 @pytest.fixture
-def blobs(tmp_path: Path, clock: FakeClock) -> BlobStore:
-    """A prepared blob store under a temp directory."""
-    store = BlobStore(tmp_path / "data", clock)
+def blobs(tmp_path: Path, clock: Clock) -> BlobStore:
+    """A prepared blob store under a temp directory, knowing the server's companion
+    suffixes ('.metadata', '.asc')."""
+    store = BlobStore(tmp_path / "data", clock, suffixes=BLOB_SUFFIXES)
     store.prepare()
     return store
 
@@ -90,7 +83,7 @@ def files_under(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
-def test_prepare_creates_files_and_tmp_directories(tmp_path: Path, clock: FakeClock) -> None:
+def test_prepare_creates_files_and_tmp_directories(tmp_path: Path, clock: Clock) -> None:
     """prepare() creates DataDir/files and DataDir/tmp, and is safe to call twice."""
     store = BlobStore(tmp_path / "data", clock)
     store.prepare()
@@ -241,6 +234,29 @@ def test_stale_lists_blobs_not_placed_for_max_age(blobs: BlobStore) -> None:
     assert sorted(found, key=lambda b: b.suffix) == [StoredBlob(old, ""), StoredBlob(old, ".asc")]
 
 
+def test_only_the_given_suffixes_name_blobs(tmp_path: Path, clock: Clock) -> None:
+    """A store knows the companions its ecosystems declare and no others: by default only
+    the file itself is a blob; a '.asc' beside it is left alone by stale(), and a set-aside
+    one is not put back by sweep() but removed, once old, as any temp file."""
+    store = BlobStore(tmp_path / "data", clock)
+    store.prepare()
+    assert store.suffixes == ("",)
+    sha = hashlib.sha256(b"old").hexdigest()
+    store.write_bytes(b"old", sha, "")
+    store.write_bytes(b"old sig", sha, ".asc")
+    for path in (store.path_for(sha), store.path_for(sha, ".asc")):
+        _age(path, 7200)
+    aside = store.tmp / f"collect-{sha}.metadata-0123abcd{TEMP_SUFFIX}"
+    aside.write_bytes(b"metadata")
+    _age(aside, 7200)
+
+    assert store.stale(3600) == [StoredBlob(sha, "")]
+    assert store.sweep(3600) == 1
+    assert not aside.exists()
+    assert not store.path_for(sha, ".metadata").exists()
+    assert store.path_for(sha, ".asc").read_bytes() == b"old sig"
+
+
 def test_placing_a_blob_again_makes_it_new(blobs: BlobStore) -> None:
     """Placing bytes that are already there (written long ago) makes the blob new again,
     so an upload between placing and recording is never collected."""
@@ -354,7 +370,7 @@ def test_sweep_removes_only_old_temp_files(blobs: BlobStore) -> None:
         assert kept.exists(), kept
 
 
-def test_sweep_uses_the_injected_clock(blobs: BlobStore, clock: FakeClock) -> None:
+def test_sweep_uses_the_injected_clock(blobs: BlobStore, clock: Clock) -> None:
     """The same file is kept or swept depending only on the injected clock's time."""
     part = _touch(blobs.tmp / f"upload-x{TEMP_SUFFIX}", NOW - 100)
     assert blobs.sweep(500) == 0
@@ -372,7 +388,7 @@ def test_sweep_keeps_a_file_exactly_at_the_age_limit(blobs: BlobStore) -> None:
     assert part.exists()
 
 
-def test_sweep_keeps_a_writer_in_progress(blobs: BlobStore, clock: FakeClock) -> None:
+def test_sweep_keeps_a_writer_in_progress(blobs: BlobStore, clock: Clock) -> None:
     """An open upload whose file was just written is not removed by the sweep."""
     writer = blobs.writer()
     try:
@@ -384,7 +400,7 @@ def test_sweep_keeps_a_writer_in_progress(blobs: BlobStore, clock: FakeClock) ->
         writer.discard()
 
 
-def test_sweep_without_a_tmp_directory_removes_nothing(tmp_path: Path, clock: FakeClock) -> None:
+def test_sweep_without_a_tmp_directory_removes_nothing(tmp_path: Path, clock: Clock) -> None:
     """Before prepare() has run there is nothing to sweep, and no error."""
     store = BlobStore(tmp_path / "never-prepared", clock)
     assert store.sweep(0) == 0
@@ -479,7 +495,7 @@ def reactor_calls() -> CallQueue:
 
 
 def pipelined_store(root: Path, pool: ThreadPool, calls: CallQueue) -> BlobStore:
-    store = BlobStore(root, FakeClock(NOW), threads=pool, call_from_thread=calls)
+    store = BlobStore(root, Clock(NOW), threads=pool, call_from_thread=calls)
     store.prepare()
     return store
 
@@ -552,7 +568,7 @@ def test_store_with_threads_makes_pipelined_writers(piped: BlobStore, blobs: Blo
 def test_store_with_threads_needs_call_from_thread(tmp_path: Path, pool: ThreadPool) -> None:
     """Lanes must reach the reactor thread, so threads without call_from_thread are refused."""
     with pytest.raises(ValueError, match="call_from_thread"):
-        BlobStore(tmp_path, FakeClock(NOW), threads=pool)
+        BlobStore(tmp_path, Clock(NOW), threads=pool)
 
 
 @settings(max_examples=60, deadline=None,

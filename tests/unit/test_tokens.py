@@ -21,6 +21,7 @@ import pytest
 
 from pm import tokens
 from pm.errors import BadRequest, Unauthorized
+from pm.testing import Clock
 from pm.tokens import (
     AUDIENCE,
     SCOPES,
@@ -41,16 +42,6 @@ START = 1_700_000_000.25
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-class FakeClock:
-    """A settable clock, so expiry is tested without sleeping."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def new_guid() -> str:
     return str(uuid.uuid4())
 
@@ -61,12 +52,12 @@ def key() -> bytes:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(START)
+def clock() -> Clock:
+    return Clock(START)
 
 
 @pytest.fixture
-def authority(key: bytes, clock: FakeClock) -> TokenAuthority:
+def authority(key: bytes, clock: Clock) -> TokenAuthority:
     return TokenAuthority(key, ISSUER, clock)
 
 
@@ -173,7 +164,7 @@ def test_payload_shape_matches_seed(authority: TokenAuthority) -> None:
     assert all(isinstance(payload[name], int) for name in ("iat", "exp"))
 
 
-def test_issuer_gets_exactly_one_trailing_slash(key: bytes, clock: FakeClock) -> None:
+def test_issuer_gets_exactly_one_trailing_slash(key: bytes, clock: Clock) -> None:
     """An issuer given with a trailing slash does not end up with two."""
     token, _ = TokenAuthority(key, ISSUER + "/", clock).mint(
         Grant("global:admin", ()), guid=new_guid(), expires_in=None
@@ -181,7 +172,7 @@ def test_issuer_gets_exactly_one_trailing_slash(key: bytes, clock: FakeClock) ->
     assert segments(token)[1]["iss"] == ISSUER + "/"
 
 
-def test_never_expiring_token_has_no_exp(authority: TokenAuthority, clock: FakeClock) -> None:
+def test_never_expiring_token_has_no_exp(authority: TokenAuthority, clock: Clock) -> None:
     """expires_in=None omits exp, and such a token stays valid however late it is used."""
     token, minted = authority.mint(Grant("sources:write", None), guid=new_guid(), expires_in=None)
     assert "exp" not in segments(token)[1]
@@ -190,7 +181,7 @@ def test_never_expiring_token_has_no_exp(authority: TokenAuthority, clock: FakeC
     assert authority.verify(token).expires_at is None
 
 
-def test_issuer_is_not_enforced(key: bytes, clock: FakeClock) -> None:
+def test_issuer_is_not_enforced(key: bytes, clock: Clock) -> None:
     """A token minted under one server address verifies under another sharing the key."""
     token, _ = TokenAuthority(key, "https://old.example.com", clock).mint(
         Grant("global:admin", ()), guid=new_guid(), expires_in=60
@@ -209,7 +200,7 @@ def test_mint_rejects_bad_arguments(authority: TokenAuthority) -> None:
             authority.mint(grant, guid=new_guid(), expires_in=expires_in)
 
 
-def test_short_key_refused(clock: FakeClock) -> None:
+def test_short_key_refused(clock: Clock) -> None:
     """A key shorter than 32 bytes cannot build an authority."""
     with pytest.raises(ValueError):
         TokenAuthority(b"short", ISSUER, clock)
@@ -218,7 +209,7 @@ def test_short_key_refused(clock: FakeClock) -> None:
 # --- expiry ------------------------------------------------------------------
 
 
-def test_expiry_follows_injected_clock(authority: TokenAuthority, clock: FakeClock) -> None:
+def test_expiry_follows_injected_clock(authority: TokenAuthority, clock: Clock) -> None:
     """A token is valid until just before exp and refused from exp on, by the injected clock."""
     token, minted = authority.mint(Grant("sources:write", None), guid=new_guid(), expires_in=60)
     assert minted.expires_at is not None
@@ -239,7 +230,7 @@ def test_sub_second_lifetime_rounds_up(authority: TokenAuthority) -> None:
 
 def test_expired_by_real_time_but_not_by_clock(key: bytes) -> None:
     """Expiry is judged by the injected clock, not the wall clock PyJWT would use."""
-    past = FakeClock(1_000_000.0)
+    past = Clock(1_000_000.0)
     authority = TokenAuthority(key, ISSUER, past)
     token, _ = authority.mint(Grant("global:admin", ()), guid=new_guid(), expires_in=60)
     assert authority.verify(token).grant.is_admin
@@ -247,7 +238,7 @@ def test_expired_by_real_time_but_not_by_clock(key: bytes) -> None:
 
 def test_future_iat_is_accepted(key: bytes) -> None:
     """A token whose iat is ahead of the wall clock (injected clock in the future) verifies."""
-    future = FakeClock(time.time() + 10 * 86400)
+    future = Clock(time.time() + 10 * 86400)
     authority = TokenAuthority(key, ISSUER, future)
     token, _ = authority.mint(Grant("global:admin", ()), guid=new_guid(), expires_in=60)
     authority.verify(token)

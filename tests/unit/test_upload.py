@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import tracemalloc
 import uuid
 import zipfile
@@ -34,9 +35,9 @@ from twisted.web.server import Site
 from pm.auth import Principal, TokenChecker
 from pm.blobs import PIPELINE_HIGH
 from pm.housekeeping import Swept
-from pm.store import PythonFile, Store
+from pm.python.files import PythonFile, PythonFiles
 from pm.tokens import Grant, TokenAuthority, generate_key
-from pm.upload import MAX_FIELD, MAX_PARTS, PENDING_LIMIT
+from pm.upload import MAX_FIELD, MAX_PARTS, PENDING_LIMIT, UploadService, UploadTarget
 from pm.web import MAX_BODY, UPLOAD_READ_SIZE, RequestFactory, StreamingRequest
 from tests.support.packages import (
     build_sdist,
@@ -160,20 +161,20 @@ class GatedChecker(TokenChecker):
         return await super().check(token)
 
 
-class GatedStore(Store):
-    """A Store that can hold back recording a file with a given sha256."""
+class GatedPythonFiles(PythonFiles):
+    """A Python files table that can hold back recording a file with a given sha256."""
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.gates: dict[str, Deferred[None]] = {}
         self.waiting: set[str] = set()
 
-    async def add_python_file(self, record: PythonFile) -> bool:
+    async def add(self, record: PythonFile, source_name: str = "") -> bool:
         gate = self.gates.get(record.sha256)
         if gate is not None:
             self.waiting.add(record.sha256)
             await gate
-        return await super().add_python_file(record)
+        return await super().add(record, source_name)
 
 
 @dataclass
@@ -192,8 +193,8 @@ class Server:
         return cast(GatedChecker, self.env.checker)
 
     @property
-    def store(self) -> GatedStore:
-        return cast(GatedStore, self.env.store)
+    def files(self) -> GatedPythonFiles:
+        return cast(GatedPythonFiles, self.env.python_files)
 
 
 def request_head(path: str, *, content_type: str | None, token: str | None,
@@ -279,7 +280,7 @@ async def status_answers(server: Server) -> Response:
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[AppEnv]:
     """A fresh in-memory server whose token checks and file records can be held back."""
-    with app_env(tmp_path, checker=GatedChecker, store=GatedStore) as built:
+    with app_env(tmp_path, checker=GatedChecker, python_files=GatedPythonFiles) as built:
         yield built
 
 
@@ -341,7 +342,83 @@ async def test_upload_fed_in_small_pieces_is_stored(
     assert stored.read_bytes() == path.read_bytes()
     assert stored in env.stored_files()
     assert env.temp_files() == []
-    assert await env.store.python_file(source.guid, path.name) is not None
+    assert await env.python_files.file(source.guid, path.name) is not None
+
+
+@pytest.mark.parametrize("piece", [7, 4096])
+@pytest_twisted.ensureDeferred
+async def test_rspm_add_upload_is_streamed_and_stored(
+    env: AppEnv, server: Server, dist: Path, piece: int
+) -> None:
+    """``POST /__api__/sources/{source}/packages`` (what ``rspm add`` sends: the file and a
+    bearer token) streams through the same receiver: 201 with the JSON result, stored."""
+    source = await env.python_source()
+    token = await env.source_token(source)
+    path = build_wheel(dist)
+    sha256 = digests(path)["sha256_digest"]
+    body, content_type = multipart_body([("sha256_digest", sha256)],
+                                        [("content", path.name, path.read_bytes())], BOUNDARY)
+    conn = server.connect()
+
+    conn.send(request_head(f"/__api__/sources/{source.name}/packages",
+                           content_type=content_type, token=None, length=len(body),
+                           extra=(f"Authorization: Bearer {token}",)) + body, piece)
+    response = await conn.final()
+
+    assert response.status == 201, response
+    assert server.requests[-1].upload is not None
+    assert json.loads(response.body) == {
+        "status": "added", "source": "uploads", "filename": path.name,
+        "name": "example-package", "version": "1.0.0", "sha256": sha256,
+        "size": path.stat().st_size, "signature_added": False}
+    assert [r["sha256"] for r in await env.python_rows()] == [sha256]
+    assert env.blobs.path_for(sha256).read_bytes() == path.read_bytes()
+    assert env.temp_files() == []
+
+
+@pytest.mark.parametrize("name", ["a%20b", "x" * 101, "pyth%D0%BEn"],
+                         ids=["space", "too-long", "cyrillic-o"])
+@pytest.mark.parametrize("route", ["/upload/pypi/{}/", "/__api__/sources/{}/packages"])
+@pytest_twisted.ensureDeferred
+async def test_upload_to_a_name_no_source_can_have_is_refused(
+    env: AppEnv, server: Server, dist: Path, route: str, name: str
+) -> None:
+    """An upload to a source name no source can have (not 1-100 ASCII letters, digits,
+    '-', '_' or '.') is refused with a 4xx, as to any missing source, not a 500; nothing
+    is kept."""
+    token = await env.token()
+    path = build_wheel(dist)
+    body, content_type = wheel_upload(path, "unused", token).encode()
+    conn = server.connect()
+
+    conn.send(request_head(route.format(name), content_type=content_type, token=None,
+                           length=len(body), extra=(f"Authorization: Bearer {token}",)) + body)
+    response = await conn.final()
+
+    assert 400 <= response.status < 500, response
+    await nothing_kept(env)
+
+
+@pytest.mark.parametrize(("method", "path", "expected"), [
+    (b"POST", b"/upload/pypi/uploads", UploadTarget("warehouse", "uploads")),
+    (b"POST", b"/upload/pypi/uploads/", UploadTarget("warehouse", "uploads")),
+    (b"post", b"/upload/pypi/my_src.v2/?x=1", UploadTarget("warehouse", "my_src.v2")),
+    (b"POST", b"/__api__/sources/cran-local/packages", UploadTarget("add", "cran-local")),
+    (b"POST", b"/__api__/sources/cran-local/packages/", UploadTarget("add", "cran-local")),
+    (b"GET", b"/upload/pypi/uploads/", None),
+    (b"GET", b"/__api__/sources/cran-local/packages", None),
+    (b"POST", b"/__api__/sources/cran-local/packages/remove", None),
+    (b"POST", b"/__api__/sources", None),
+    (b"POST", b"/upload/pypi/a/b", None),
+    (b"POST", b"/upload/pypi/", None),
+    (b"POST", "/upload/pypi/pyth\N{CYRILLIC SMALL LETTER O}n".encode(), None),
+])
+def test_match_tells_uploads_from_the_request_line(
+    method: bytes, path: bytes, expected: UploadTarget | None
+) -> None:
+    """Which requests stream through a receiver is known from the method and path alone:
+    a POST to Warehouse's route or to a source's packages, naming a valid source."""
+    assert UploadService.match(method, path) == expected
 
 
 @pytest_twisted.ensureDeferred
@@ -566,12 +643,12 @@ async def test_losing_a_race_keeps_the_winners_files(
     loser = build_wheel(dist / "b", payload_size=64)
     loser_sha = digests(loser)["sha256_digest"]
     gate: Deferred[None] = Deferred()
-    server.store.gates[loser_sha] = gate
+    server.files.gates[loser_sha] = gate
 
     # The loser gets as far as placing its blobs, then waits to be recorded.
     late = server.connect()
     late.send(wheel_upload(loser, source.name, token).raw())
-    await wait_until(lambda: loser_sha in server.store.waiting, what="the loser to wait")
+    await wait_until(lambda: loser_sha in server.files.waiting, what="the loser to wait")
     early = server.connect()
     early.send(wheel_upload(winner, source.name, token).raw())
     won = await early.final()
@@ -613,12 +690,12 @@ async def test_a_signed_upload_losing_to_an_identical_unsigned_one_adds_its_sign
     signed = replace(signed, files=[*signed.files, ("gpg_signature", f"{path.name}.asc",
                                                     signature)])
     gate: Deferred[None] = Deferred()
-    server.store.gates[sha] = gate
+    server.files.gates[sha] = gate
 
     late = server.connect()
     late.send(signed.raw())
-    await wait_until(lambda: sha in server.store.waiting, what="the signed upload to wait")
-    del server.store.gates[sha]
+    await wait_until(lambda: sha in server.files.waiting, what="the signed upload to wait")
+    del server.files.gates[sha]
     early = server.connect()
     early.send(wheel_upload(path, source.name, token).raw())
     first = await early.final()
@@ -729,7 +806,7 @@ async def _unknown_source(env: AppEnv, upload: Upload, dist: Path) -> Upload:
 
 
 async def _r_source(env: AppEnv, upload: Upload, dist: Path) -> Upload:
-    await env.store.create_source("cran-local", "local", "local-admin")
+    await env.r_source("cran-local")
     return replace(upload, source="cran-local", token=await env.token())
 
 
@@ -762,7 +839,7 @@ async def _repos_read_token(env: AppEnv, upload: Upload, dist: Path) -> Upload:
 
 
 async def _expired_token(env: AppEnv, upload: Upload, dist: Path) -> Upload:
-    source = await env.store.get_source(upload.source)
+    source = await env.catalog.get_source(upload.source)
     token = await env.token("sources:write", (source.guid,), expires_in=60)
     env.clock.advance(61)
     return replace(upload, token=token)
@@ -770,7 +847,7 @@ async def _expired_token(env: AppEnv, upload: Upload, dist: Path) -> Upload:
 
 async def _revoked_token(env: AppEnv, upload: Upload, dist: Path) -> Upload:
     assert upload.token is not None
-    await env.store.revoke_token(env.issued[-1], "local-admin")
+    await env.token_store.revoke_token(env.issued[-1], "local-admin")
     return upload
 
 
@@ -992,7 +1069,7 @@ async def test_oversized_api_body_is_refused_without_being_kept(
 
     assert response.status == 413, response
     assert str(MAX_BODY) in response.reason
-    assert await env.store.list_sources() == []
+    assert await env.catalog.list_sources() == []
     assert (await status_answers(server)).status == 200
 
 
@@ -1006,4 +1083,4 @@ async def test_small_api_body_still_accepted(env: AppEnv, server: Server) -> Non
                            length=len(body), extra=(f"Authorization: Bearer {token}",)) + body)
     response = await conn.final()
     assert response.status == 201, response
-    assert [s.name for s in await env.store.list_sources()] == ["src"]
+    assert [s.name for s in await env.catalog.list_sources()] == ["src"]

@@ -1,0 +1,97 @@
+"""Puts the server's parts together: the one place the ecosystems are registered.
+
+``pm.service.build`` makes the infrastructure (database pool, thread pools,
+keyring, signing key, listeners) and calls :func:`assemble`; the tests call it
+too, so what they exercise is wired exactly as the server is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pm.api import AdminApi
+from pm.app import PackageManagerApp
+from pm.auth import TokenChecker
+from pm.blobs import BlobStore, RunInThread
+from pm.catalog import Catalog, Source
+from pm.db import Database
+from pm.ecosystem import Ecosystem
+from pm.errors import BadUpload
+from pm.housekeeping import Housekeeper
+from pm.python.ecosystem import PythonEcosystem
+from pm.python.files import PythonFiles
+from pm.python.publish import PythonPublisher
+from pm.r.ecosystem import REcosystem
+from pm.r.files import RFiles
+from pm.r.publish import RPublisher
+from pm.signatures import SignatureChecker
+from pm.tokens import TokenAuthority
+from pm.tokenstore import TokenStore
+from pm.upload import ADD, WAREHOUSE, Publisher, UploadService
+
+# Every ecosystem's companion files, for a BlobStore made before assembly.
+BLOB_SUFFIXES = tuple(dict.fromkeys((*PythonEcosystem.blob_suffixes,
+                                     *REcosystem.blob_suffixes)))
+
+
+@dataclass(frozen=True)
+class Parts:
+    catalog: Catalog
+    token_store: TokenStore
+    tokens: TokenChecker
+    python: PythonEcosystem
+    r: REcosystem
+    uploads: UploadService
+    housekeeper: Housekeeper
+    app: PackageManagerApp
+
+
+def assemble(
+    database: Database,
+    blobs: BlobStore,
+    authority: TokenAuthority | None,
+    signatures: SignatureChecker,
+    clock: Callable[[], float],
+    in_thread: RunInThread,
+    temp_max_age: float,
+    *,
+    checker: Callable[[TokenAuthority | None, TokenStore, Callable[[], float]], TokenChecker]
+    = TokenChecker,
+    python_table: Callable[[Database, Callable[[], float]], PythonFiles] = PythonFiles,
+) -> Parts:
+    """Every part of the server but its listeners and timers.
+
+    ``checker`` and ``python_table`` let a test substitute parts it can hold back.
+    """
+    python_files = python_table(database, clock)
+    python = PythonEcosystem(
+        python_files, blobs, PythonPublisher(python_files, blobs, signatures, clock, in_thread))
+    r_files = RFiles(database, clock)
+    r = REcosystem(r_files, blobs, RPublisher(r_files, blobs, clock, in_thread))
+    ecosystems: tuple[Ecosystem, ...] = (python, r)
+    by_source_type = {e.kind.source_type: e for e in ecosystems}
+
+    catalog = Catalog(database, [e.kind for e in ecosystems], clock)
+    token_store = TokenStore(database, clock)
+    tokens = checker(authority, token_store, clock)
+
+    def publisher_for(route: str, source: Source) -> Publisher:
+        if route == WAREHOUSE:
+            if source.type != python.kind.source_type:
+                raise python.python_publisher.refuse_other(source)
+            return python.python_publisher.warehouse
+        assert route == ADD
+        ecosystem = by_source_type.get(source.type)
+        if ecosystem is None:
+            raise BadUpload(f"source '{source.name}' of type '{source.type}' takes no packages")
+        return ecosystem.publisher
+
+    uploads = UploadService(catalog, blobs, tokens, publisher_for)
+    housekeeper = Housekeeper(blobs, [e.digests_in_use for e in ecosystems], in_thread,
+                              temp_max_age)
+    api = AdminApi(catalog=catalog, token_store=token_store, tokens=tokens, uploads=uploads,
+                   ecosystems=by_source_type, clock=clock, started_at=clock())
+    app = PackageManagerApp(catalog=catalog, api=api, uploads=uploads,
+                            repo_ecosystems={e.kind.repo_type: e for e in ecosystems})
+    return Parts(catalog, token_store, tokens, python, r, uploads, housekeeper, app)

@@ -22,13 +22,17 @@ install: $(VENV)/.deps
 
 run: install
 	@mkdir -p var
-	@echo "Package Manager on http://127.0.0.1:4242 (config $(CONFIG), data in ./var)."
+	@echo "Package Manager on http://127.0.0.1:4242 (config $(abspath $(CONFIG)), data in $(abspath var))."
 	@echo "Next, in another shell:"
-	@echo "  export PACKAGEMANAGER_CONFIG=$(CONFIG) PATH=$$PWD/$(BIN):\$$PATH"
+	@echo "  export PACKAGEMANAGER_CONFIG=$(abspath $(CONFIG)) PATH=$(abspath $(BIN)):\$$PATH"
 	@echo "  rspm create source --name=local-python-src --type=local-python"
 	@echo "  rspm create repo --name=python --type=python"
 	@echo "  rspm subscribe --repo=python --source=local-python-src"
 	@echo "  rspm create token --description='CI' --sources=local-python-src --expires=30d --scope=sources:write"
+	@echo "  rspm create source --name=local-r-src --type=local"
+	@echo "  rspm create repo --name=cran --type=r"
+	@echo "  rspm subscribe --repo=cran --source=local-r-src"
+	@echo "  rspm add --source=local-r-src --path=/path/to/packages"
 	$(BIN)/twistd --nodaemon --pidfile= packagemanager --config $(CONFIG)
 
 deps:

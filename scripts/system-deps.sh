@@ -12,6 +12,8 @@ DEPS="
 gpg                                  gnupg
 curl                                 curl
 /etc/ssl/certs/ca-certificates.crt   ca-certificates
+Rscript                              r-base-core
+/usr/lib/R/site-library/remotes      r-cran-remotes
 "
 
 missing=()

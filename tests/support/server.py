@@ -202,3 +202,18 @@ class ServerProcess:
         self.rspm("subscribe", f"--repo={repo}", f"--source={source}")
         return self.rspm("create", "token", "--quiet", f"--sources={source}",
                          "--scope=sources:write").stdout.strip()
+
+    def setup_r(self, source: str = "local-r-src", repo: str = "cran") -> str:
+        """A local (R) source served by an r repo; returns a write token."""
+        self.rspm("create", "source", f"--name={source}", "--type=local")
+        self.rspm("create", "repo", f"--name={repo}", "--type=r")
+        self.rspm("subscribe", f"--repo={repo}", f"--source={source}")
+        return self.rspm("create", "token", "--quiet", f"--sources={source}",
+                         "--scope=sources:write").stdout.strip()
+
+    def remote_env(self, token: str, **extra: str) -> dict[str, str]:
+        """The environment of a CI machine: the server's address and a token, no config."""
+        env = self.env(PACKAGEMANAGER_ADDRESS=self.address, PACKAGEMANAGER_TOKEN=token,
+                       **extra)
+        env.pop("PACKAGEMANAGER_CONFIG")
+        return env

@@ -2,11 +2,12 @@
 
 One Klein app serves both listeners; each part is a Klein app of its own
 sharing the error handlers of ``pm.responses``, where status codes are chosen.
+The UI owns ``/``, ``/search``, ``/repos/...`` and ``/static/...``; a browser
+that reaches no route at all gets the UI's error page too.
 """
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping
 from typing import ClassVar, cast
 
@@ -15,12 +16,16 @@ from klein import Klein
 from twisted.web.resource import IResource
 from twisted.web.server import Request
 
-from pm import __version__
 from pm.api import AdminApi
 from pm.catalog import Catalog
 from pm.ecosystem import Ecosystem
 from pm.responses import share_error_handlers
+from pm.ui import WebUI
 from pm.upload import UploadService
+
+
+def _error_page(root: PackageManagerApp, request: Request, code: int, message: str) -> bytes:
+    return root.ui.error_page(request, code, message)
 
 
 @attrs.define
@@ -30,8 +35,9 @@ class PackageManagerApp:
     uploads: UploadService
     # By repo type.
     repo_ecosystems: Mapping[str, Ecosystem]
+    ui: WebUI
     app: ClassVar[Klein] = Klein()
-    share_error_handlers(app)
+    share_error_handlers(app, _error_page)
 
     def resource(self) -> IResource:
         return cast(IResource, self.app.resource())
@@ -55,17 +61,13 @@ class PackageManagerApp:
         found = await self.catalog.get_repo(repo)
         return self.repo_ecosystems[found.type].repo_resource(found)
 
-    @app.route("/", methods=["GET"])
-    async def home(self, request: Request) -> bytes:
-        repos = await self.catalog.list_repos()
-        items = "\n".join(
-            f'<li><a href="/{html.escape(r.name)}/latest/'
-            f'{self.repo_ecosystems[r.type].index_path}">{html.escape(r.name)}</a>'
-            f" ({html.escape(r.type)})</li>"
-            for r in repos
-        )
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        return (
-            f"<!DOCTYPE html><html><head><title>Package Manager</title></head><body>"
-            f"<h1>Package Manager {__version__}</h1><ul>{items}</ul></body></html>\n"
-        ).encode()
+    # The UI's URLs one by one rather than a branch under /repos/: a repo may be
+    # named "repos", and its /repos/latest/simple/ must still reach the index.
+    @app.route("/", endpoint="ui_home")
+    @app.route("/search", endpoint="ui_search")
+    @app.route("/repos/", endpoint="ui_repos")
+    @app.route("/repos/<repo>/", endpoint="ui_repo")
+    @app.route("/repos/<repo>/packages/<name>/", endpoint="ui_package")
+    @app.route("/static/ui.css", endpoint="ui_static")
+    def web_ui(self, request: Request, **path: str) -> IResource:
+        return self.ui.resource()

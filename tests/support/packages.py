@@ -8,15 +8,21 @@ import io
 import os
 import tarfile
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 
-def metadata(name: str, version: str, requires_python: str | None = None) -> bytes:
+def metadata(name: str, version: str, requires_python: str | None = None, *,
+             summary: str | None = None, fields: Sequence[tuple[str, str]] = (),
+             description: str = "") -> bytes:
+    """Core metadata; ``fields`` are extra headers (Author, Project-URL, ...) and
+    ``description`` the body (the README)."""
     lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}",
-             f"Summary: {name} for tests"]
+             f"Summary: {name} for tests" if summary is None else f"Summary: {summary}"]
     if requires_python:
         lines.append(f"Requires-Python: {requires_python}")
-    return ("\n".join(lines) + "\n\n").encode()
+    lines.extend(f"{key}: {value}" for key, value in fields)
+    return ("\n".join(lines) + "\n\n" + description).encode()
 
 
 def _record_line(path: str, data: bytes) -> str:
@@ -33,14 +39,20 @@ def build_wheel(
     requires_python: str | None = ">=3.8",
     payload_size: int = 0,
     tag: str = "py3-none-any",
+    summary: str | None = None,
+    metadata_fields: Sequence[tuple[str, str]] = (),
+    description: str = "",
 ) -> Path:
-    """An installable wheel; ``payload_size`` adds a stored (incompressible) file."""
+    """An installable wheel; ``payload_size`` adds a stored (incompressible) file;
+    ``summary``, ``metadata_fields`` and ``description`` go into its METADATA."""
     module = module or name.replace("-", "_").replace(".", "_")
     dist = f"{name.replace('-', '_').replace('.', '_')}-{version}"
     path = directory / f"{dist}-{tag}.whl"
     files: list[tuple[str, bytes]] = [
         (f"{module}/__init__.py", f"VERSION = {version!r}\n".encode()),
-        (f"{dist}.dist-info/METADATA", metadata(name, version, requires_python)),
+        (f"{dist}.dist-info/METADATA", metadata(name, version, requires_python,
+                                                summary=summary, fields=metadata_fields,
+                                                description=description)),
         (f"{dist}.dist-info/WHEEL",
          f"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: {tag}\n".encode()),
     ]

@@ -20,19 +20,20 @@ def build_r_package(
     imports: Sequence[str] = (),
     description_extra: str = "",
     code: str | None = None,
+    title: str | None = None,
 ) -> Path:
     """Builds ``{name}_{version}.tar.gz`` in ``where`` and returns its path.
 
     ``description_extra`` is appended to DESCRIPTION as it is (DCF lines, e.g. a Suggests
     field). ``code`` replaces the generated ``R/{name}.R``; it must still define
-    ``{name}_hello``, which NAMESPACE exports.
+    ``{name}_hello``, which NAMESPACE exports. ``title`` replaces the generated Title.
     """
     source = where / name
     (source / "R").mkdir(parents=True, exist_ok=True)
     description = [
         f"Package: {name}",
         f"Version: {version}",
-        f"Title: Test Package {name}",
+        f"Title: {title}" if title is not None else f"Title: Test Package {name}",
         f"Description: A package built by the tests, exporting {name}_hello().",
         "Authors@R: person(\"Test\", \"Author\", email = \"author@localhost\",",
         "    role = c(\"aut\", \"cre\"))",

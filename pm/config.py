@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 from pm import gcfg
 from pm.errors import ConfigError
 
-__all__ = ["Config", "load_config", "parse_bool", "parse_config", "parse_duration"]
+__all__ = ["Config", "load_config", "parse_bool", "parse_config", "parse_duration",
+           "parse_size"]
 
 _SOCKET_NAME = "rstudio-pm.sock"
 
@@ -42,6 +43,14 @@ class Config:
     sock_file_dir: Path
     listen_host: str
     listen_port: int
+    # The port is None when there is no TLS listener. Certificate and key are
+    # PEM files that the server reads at start, not the loader.
+    https_listen_host: str
+    https_listen_port: int | None
+    https_certificate: Path | None
+    https_key: Path | None
+    # The HTTP listener redirects every request to HTTPS.
+    https_permanent: bool
     provider: str
     sqlite_dir: Path
     # Kept out of repr: the URL usually carries the database password, and
@@ -51,6 +60,8 @@ class Config:
     temp_max_age: float
     cleanup_interval: float
     trusted_keys: tuple[Path, ...]
+    # Bytes of index pages and file lookups kept in memory (pm.pagecache).
+    cache_max_size: int
 
     @property
     def socket_path(self) -> Path:
@@ -114,6 +125,13 @@ def parse_config(text: str, filename: str) -> Config:
             values[key.fields[0]] = value
         else:
             values.update(zip(key.fields, value, strict=True))
+
+    for key in (k for k in _SCHEMA if k in given):
+        missing = [str(other) for other in _needed(key) if other not in given]
+        if missing:
+            raise ConfigError(
+                f"{filename}:{given[key][0][0]}: {key}: needs {' and '.join(missing)} too")
+    _check_listeners(values, given, filename)
 
     for key in _SCHEMA:
         if key.required_when is None or key in given:
@@ -189,6 +207,8 @@ class _Key:
     required_when: tuple[str, str] | None = None
     # The value may hold a password, which error messages must not show.
     secret: bool = False
+    # Keys of the same section that must be given with this one.
+    needs: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return f"[{self.section}] {self.name}"
@@ -279,6 +299,46 @@ def _parse_interval(text: str, base: Path) -> float:
     return seconds
 
 
+_SIZE = re.compile(r"(\d+)\s*([kmg]?)i?b?", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """A size in bytes: ``65536``, ``64k``, ``64MiB``, ``1g``."""
+    found = _SIZE.fullmatch(text.strip())
+    if found is None:
+        raise ValueError(f"{text!r} is not a size (like 64MiB, 512k or 1g)")
+    return int(found.group(1)) * _SIZE_UNITS[found.group(2).lower()]
+
+
+def _parse_cache_size(text: str, base: Path) -> int:
+    size = parse_size(text)
+    if size < 64 * 1024:
+        raise ValueError("must be at least 64k")
+    return size
+
+
+def _needed(key: _Key) -> list[_Key]:
+    return [_KEYS[(key.section.lower(), name.lower())] for name in key.needs]
+
+
+def _no_listener(values: Mapping[str, Any]) -> tuple[str, None]:
+    return "", None
+
+
+def _check_listeners(values: Mapping[str, Any], given: Mapping[_Key, list[tuple[int, Any]]],
+                     filename: str) -> None:
+    """ConfigError if the HTTPS listener would bind the HTTP listener's address."""
+    port = values["https_listen_port"]
+    if port is None or port == 0 or port != values["listen_port"]:
+        return
+    hosts = {values["listen_host"], values["https_listen_host"]}
+    if len(hosts) == 1 or "" in hosts:
+        key = _KEYS[("https", "listen")]
+        raise ConfigError(f"{filename}:{given[key][0][0]}: {key}: port {port} is "
+                          "[HTTP] Listen's already")
+
+
 def _sqlite_dir_default(values: Mapping[str, Any]) -> Path:
     data_dir: Path = values["data_dir"]
     return data_dir / "db"
@@ -313,6 +373,25 @@ _SCHEMA: tuple[_Key, ...] = (
     _Key("Server", "DataDir", _parse_path, ("data_dir",), default="/var/lib/rstudio-pm"),
     _Key("Server", "SockFileDir", _parse_path, ("sock_file_dir",), default="/var/run/rstudio-pm"),
     _Key("HTTP", "Listen", _parse_listen, ("listen_host", "listen_port"), default=":4242"),
+    _Key(
+        "HTTPS",
+        "Listen",
+        _parse_listen,
+        ("https_listen_host", "https_listen_port"),
+        default=_no_listener,
+        needs=("Certificate", "Key"),
+    ),
+    _Key("HTTPS", "Certificate", _parse_path, ("https_certificate",), needs=("Listen",)),
+    _Key("HTTPS", "Key", _parse_path, ("https_key",), needs=("Listen",)),
+    _Key(
+        "HTTPS",
+        "Permanent",
+        _parse_bool,
+        ("https_permanent",),
+        default="false",
+        bare="true",
+        needs=("Listen",),
+    ),
     _Key("Database", "Provider", _parse_provider, ("provider",), default="sqlite"),
     _Key("SQLite", "Dir", _parse_path, ("sqlite_dir",), default=_sqlite_dir_default),
     _Key(
@@ -334,6 +413,7 @@ _SCHEMA: tuple[_Key, ...] = (
     _Key("Storage", "TempMaxAge", _parse_interval, ("temp_max_age",), default="1h"),
     _Key("Storage", "CleanupInterval", _parse_interval, ("cleanup_interval",), default="10m"),
     _Key("Signatures", "TrustedKeys", _parse_path, ("trusted_keys",), repeatable=True),
+    _Key("Cache", "MaxSize", _parse_cache_size, ("cache_max_size",), default="64MiB"),
 )
 
 _KEYS = MappingProxyType({(key.section.lower(), key.name.lower()): key for key in _SCHEMA})

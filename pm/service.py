@@ -1,11 +1,14 @@
 """``twistd packagemanager``: builds the server from its configuration file.
 
 Everything is constructed here and injected; nothing below reads the config
-file, the clock or the reactor on its own.
+file, the clock or the reactor on its own. The listeners are made here too:
+HTTP, HTTPS (TLS 1.2 or newer, from PEM files) and the admin socket; with
+``[HTTPS] Permanent`` the HTTP listener only redirects to HTTPS.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
@@ -14,15 +17,23 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn
+from urllib.parse import urlsplit
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from OpenSSL import SSL, crypto
 from twisted.application import internet, service
+from twisted.internet import ssl
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
-from twisted.web import server
+from twisted.web import http, server
+from twisted.web.http import HTTPChannel
+from twisted.web.pages import notFound
 
 from pm import __version__
 from pm.assembly import BLOB_SUFFIXES, assemble
@@ -36,6 +47,8 @@ from pm.web import RequestFactory
 
 DEFAULT_CONFIG = "/etc/rstudio-pm/rstudio-pm.gcfg"
 IDLE_TIMEOUT = 300.0
+_TLS_KEY_TYPES = (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey,
+                  ed448.Ed448PrivateKey)
 
 
 class Options(usage.Options):
@@ -68,6 +81,102 @@ class _DatabaseService(service.Service):
 def _fail(message: str) -> NoReturn:
     print(f"packagemanager: cannot start: {message}", file=sys.stderr)
     raise SystemExit(1)
+
+
+def _read_pem(path: Path, key: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"{key} {path}: cannot read it ({e.strerror or e})") from None
+
+
+def _private_key(path: Path) -> crypto.PKey:
+    where = f"[HTTPS] Key {path}"
+    pem = _read_pem(path, "[HTTPS] Key")
+    try:
+        loaded = serialization.load_pem_private_key(pem, None)
+    except TypeError:
+        raise ValueError(f"{where}: the key is encrypted; give it unencrypted, readable by "
+                         "the server alone") from None
+    except ValueError:
+        raise ValueError(f"{where}: not a PEM private key "
+                         "(-----BEGIN PRIVATE KEY-----)") from None
+    if not isinstance(loaded, _TLS_KEY_TYPES):
+        raise ValueError(f"{where}: a {type(loaded).__name__} cannot serve TLS; use an RSA, "
+                         "ECDSA or Ed25519 key")
+    return crypto.PKey.from_cryptography_key(loaded)
+
+
+def tls_options(certificate: Path, key: Path) -> ssl.CertificateOptions:
+    """TLS 1.2-or-newer options from PEM files: ``certificate`` holds the server's
+    certificate, then any intermediate certificates of its chain; ``key`` its private key.
+
+    ValueError, naming the ``[HTTPS]`` key and the file, if either cannot be read or
+    used, or if they do not belong together.
+    """
+    pem = _read_pem(certificate, "[HTTPS] Certificate")
+    try:
+        chain = x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        raise ValueError(f"[HTTPS] Certificate {certificate}: not a PEM certificate "
+                         "(-----BEGIN CERTIFICATE-----)") from None
+    options = ssl.CertificateOptions(
+        privateKey=_private_key(key),
+        certificate=crypto.X509.from_cryptography(chain[0]),
+        extraCertChain=[crypto.X509.from_cryptography(c) for c in chain[1:]],
+        raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+    )
+    try:
+        # Made now rather than at the first connection, so a mismatch stops the start.
+        options.getContext()
+    except SSL.Error:
+        raise ValueError(f"[HTTPS] Key {key} is not the key of the first certificate in "
+                         f"[HTTPS] Certificate {certificate}") from None
+    return options
+
+
+class RedirectToHTTPS(server.Request):
+    """Answers every request with a redirect to the same path and query over HTTPS.
+
+    301 for GET and HEAD; 308 for other methods, which keeps the method and body. A
+    request body is dropped as it arrives: nothing of it is kept, however large.
+    """
+
+    def __init__(self, channel: HTTPChannel, base: Callable[[server.Request], bytes]) -> None:
+        super().__init__(channel)
+        self._base = base
+
+    def gotLength(self, length: int | None) -> None:
+        self.content = io.BytesIO()
+
+    def handleContentChunk(self, data: bytes) -> None:
+        pass
+
+    def process(self) -> None:
+        location = self._base(self) + (self.uri or b"/")
+        moved = self.method in (b"GET", b"HEAD")
+        self.setResponseCode(http.MOVED_PERMANENTLY if moved else http.PERMANENT_REDIRECT)
+        self.setHeader(b"location", location)
+        self.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        self.write(b"This server is served over HTTPS: " + location + b"\n")
+        self.finish()
+
+
+def https_base(config: Config) -> Callable[[server.Request], bytes]:
+    """Where HTTP requests are redirected: ``[Server] Address`` if it is an https:// URL
+    (which knows the name and port clients use), else the host the client asked for on
+    the HTTPS listener's port."""
+    if urlsplit(config.address).scheme.lower() == "https":
+        address = config.address.encode()
+        return lambda request: address
+    port = config.https_listen_port
+    suffix = b"" if port == 443 else f":{port}".encode()
+
+    def base(request: server.Request) -> bytes:
+        host: bytes = request.getRequestHostname()
+        return b"https://" + (b"[" + host + b"]" if b":" in host else host) + suffix
+
+    return base
 
 
 def dialect_for(config: Config) -> Dialect:
@@ -113,6 +222,14 @@ def build(config: Config, reactor: Any) -> service.MultiService:
     except OSError as e:
         _fail(f"cannot create {e.filename}: {e.strerror}")
 
+    tls = None
+    if config.https_listen_port is not None:
+        assert config.https_certificate is not None and config.https_key is not None
+        try:
+            tls = tls_options(config.https_certificate, config.https_key)
+        except ValueError as e:
+            _fail(str(e))
+
     dialect = dialect_for(config)
     try:
         schema = migrate(dialect)
@@ -157,21 +274,34 @@ def build(config: Config, reactor: Any) -> service.MultiService:
     reactor.addSystemEventTrigger("after", "shutdown", shutil.rmtree, gnupg_home, True)
 
     parts = assemble(database, blobs, authority, signatures, clock, in_thread,
-                     config.temp_max_age)
+                     config.temp_max_age, cache_bytes=config.cache_max_size)
     uploads = parts.uploads
     sweeper = internet.TimerService(
         config.cleanup_interval, lambda: ensureDeferred(parts.housekeeper.run())
     )
     sweeper.clock = reactor
     sweeper.setServiceParent(top)
-    resource = parts.app.resource()
+    resource = parts.resource()
 
     # An idle connection is dropped well before TempMaxAge could sweep the
     # temp file of an upload that is still open.
     public = server.Site(resource, requestFactory=RequestFactory(uploads, local_admin=False),
                          timeout=IDLE_TIMEOUT)
+    if tls is not None:
+        https_listener = internet.SSLServer(
+            config.https_listen_port, public, tls, interface=config.https_listen_host or ""
+        )
+        https_listener.setServiceParent(top)
+    plain = public
+    if config.https_permanent:
+        base = https_base(config)
+        # The redirecting request answers by itself: the Site's resource is never asked.
+        plain = server.Site(
+            notFound(), timeout=IDLE_TIMEOUT,
+            requestFactory=lambda channel, queued=None: RedirectToHTTPS(channel, base),
+        )
     http_listener = internet.TCPServer(
-        config.listen_port, public, interface=config.listen_host or ""
+        config.listen_port, plain, interface=config.listen_host or ""
     )
     http_listener.setServiceParent(top)
 
@@ -183,12 +313,17 @@ def build(config: Config, reactor: Any) -> service.MultiService:
     def announce() -> None:
         if socket_path.exists():
             os.chmod(socket_path, 0o660)
+        listen = f"{config.listen_host or '*'}:{config.listen_port}"
+        if config.https_listen_port is not None:
+            redirect = " (redirected to HTTPS)" if config.https_permanent else ""
+            listen = (f"HTTP {listen}{redirect} and HTTPS "
+                      f"{config.https_listen_host or '*'}:{config.https_listen_port}")
         log.info(
             "Package Manager {version} on {listen}, admin socket {socket}, "
             "{provider} database schema {schema}, {trusted} trusted signing keys, "
             "API tokens {tokens}",
             version=__version__,
-            listen=f"{config.listen_host or '*'}:{config.listen_port}",
+            listen=listen,
             socket=socket_path,
             provider=dialect.name,
             schema=schema,

@@ -333,4 +333,5 @@ def rspm(*args: str, server: FakeServer | None = None, token: str | None = TOKEN
         environment["PACKAGEMANAGER_ADDRESS"] = server.address
         environment["PACKAGEMANAGER_TOKEN"] = token
     environment.update(env or {})
-    return CliRunner().invoke(main, list(args), env=environment, catch_exceptions=False)
+    return CliRunner(mix_stderr=False).invoke(main, list(args), env=environment,
+                                              catch_exceptions=False)

@@ -2,15 +2,21 @@
 
 It runs from the installed copy of the project (the virtualenv's ``twistd``),
 in its own temporary directory, on a free loopback port, and is always stopped.
+With ``https=True`` it also listens with TLS, with a certificate chain from a
+throwaway CA made for it (:func:`make_tls_files`), and its address is the
+HTTPS one.
 """
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -21,6 +27,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 BIN = Path(sys.executable).parent
 
@@ -57,14 +68,90 @@ class Response:
 
 def http(
     method: str, url: str, body: bytes | None = None, headers: Mapping[str, str] | None = None,
-    timeout: float = 30,
+    timeout: float = 30, context: ssl.SSLContext | None = None,
 ) -> Response:
     request = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as r:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as r:
             return Response(r.status, r.reason, dict(r.headers), r.read())
     except urllib.error.HTTPError as e:
         return Response(e.code, e.reason, dict(e.headers), e.read())
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a throwaway certificate authority and of a server certificate."""
+
+    ca: Path
+    # The server's certificate, then the intermediate CA's that signed it: a chain.
+    certificate: Path
+    key: Path
+
+    def context(self) -> ssl.SSLContext:
+        """A client context that trusts the CA alone."""
+        return ssl.create_default_context(cafile=str(self.ca))
+
+
+def _certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name,
+                 signer: ec.EllipticCurvePrivateKey, *, ca: bool,
+                 hosts: tuple[str, ...] = ()) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                       critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            signer.public_key()), critical=False)
+    )
+    if ca:
+        builder = builder.add_extension(x509.KeyUsage(
+            digital_signature=True, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+            encipher_only=False, decipher_only=False), critical=True)
+    else:
+        names: list[x509.GeneralName] = []
+        for host in hosts:
+            try:
+                names.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                names.append(x509.DNSName(host))
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    return builder.sign(signer, hashes.SHA256())
+
+
+def make_tls_files(directory: Path,
+                   hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> TlsFiles:
+    """A root CA, an intermediate CA it signs, and a server certificate for ``hosts``
+    signed by the intermediate, written as PEM files in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    root_key, middle_key, server_key = (ec.generate_private_key(ec.SECP256R1())
+                                        for _ in range(3))
+    root = _certificate("Package Manager test root CA", root_key,
+                        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
+                                                      "Package Manager test root CA")]),
+                        root_key, ca=True)
+    middle = _certificate("Package Manager test intermediate CA", middle_key, root.subject,
+                          root_key, ca=True)
+    leaf = _certificate(hosts[0], server_key, middle.subject, middle_key, ca=False,
+                        hosts=hosts)
+    files = TlsFiles(directory / "ca.pem", directory / "server-chain.pem",
+                     directory / "server-key.pem")
+    pem = serialization.Encoding.PEM
+    files.ca.write_bytes(root.public_bytes(pem))
+    files.certificate.write_bytes(leaf.public_bytes(pem) + middle.public_bytes(pem))
+    files.key.write_bytes(server_key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    files.key.chmod(0o600)
+    return files
 
 
 @dataclass
@@ -79,16 +166,26 @@ class ServerProcess:
     data_dir: Path | None = None
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    https: bool = False
+    https_port: int = field(default_factory=free_port)
 
     def __post_init__(self) -> None:
         if self.data_dir is None:
             self.data_dir = self.root / "data"
         self.config_path = self.root / "rstudio-pm.gcfg"
         self.log_path = self.root / "server.log"
+        self.tls = make_tls_files(self.root / "tls") if self.https else None
         self.write_config()
 
     @property
     def address(self) -> str:
+        """What clients use: the HTTPS listener's address when there is one."""
+        if self.https:
+            return f"https://127.0.0.1:{self.https_port}"
+        return self.http_address
+
+    @property
+    def http_address(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     @property
@@ -103,10 +200,17 @@ class ServerProcess:
             f"[Server]\nAddress = {self.address}\nDataDir = {self.data_dir}\n"
             f"SockFileDir = {self.root / 'run'}\n"
             f"[HTTP]\nListen = 127.0.0.1:{self.port}\n"
+            f"{self._https_config()}"
             f"{database}"
             f"[Authentication]\nAPITokenAuth = {'true' if self.api_token_auth else 'false'}\n"
             f"{self.extra_config}"
         )
+
+    def _https_config(self) -> str:
+        if self.tls is None:
+            return ""
+        return (f"[HTTPS]\nListen = 127.0.0.1:{self.https_port}\n"
+                f"Certificate = {self.tls.certificate}\nKey = {self.tls.key}\n")
 
     def launch(self) -> subprocess.Popen[bytes]:
         """Start the process without waiting for it to serve."""
@@ -172,7 +276,8 @@ class ServerProcess:
         return self.address + path
 
     def get(self, path: str, headers: Mapping[str, str] | None = None) -> Response:
-        return http("GET", self.url(path), headers=headers)
+        return http("GET", self.url(path), headers=headers,
+                    context=self.tls.context() if self.tls is not None else None)
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()

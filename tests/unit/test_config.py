@@ -40,6 +40,11 @@ def test_defaults() -> None:
         sock_file_dir=Path("/var/run/rstudio-pm"),
         listen_host="",
         listen_port=4242,
+        https_listen_host="",
+        https_listen_port=None,
+        https_certificate=None,
+        https_key=None,
+        https_permanent=False,
         provider="sqlite",
         sqlite_dir=Path("/var/lib/rstudio-pm/db"),
         postgres_url=None,
@@ -47,6 +52,7 @@ def test_defaults() -> None:
         temp_max_age=3600.0,
         cleanup_interval=600.0,
         trusted_keys=(),
+        cache_max_size=64 * 1024 * 1024,
     )
 
 
@@ -88,6 +94,12 @@ def test_full_file() -> None:
         [HTTP]
         Listen = 127.0.0.1:8080
 
+        [HTTPS]
+        Listen = 127.0.0.1:8443
+        Certificate = /etc/rspm/tls/chain.pem
+        Key = /etc/rspm/tls/key.pem
+        Permanent = true
+
         [Database]
         Provider = Postgres
 
@@ -107,6 +119,8 @@ def test_full_file() -> None:
         [Signatures]
         TrustedKeys = /etc/rspm/keys/a.asc
         TrustedKeys = /etc/rspm/keys/b.asc
+        [Cache]
+        MaxSize = 512k
         """
     )
     assert c == Config(
@@ -116,6 +130,11 @@ def test_full_file() -> None:
         sock_file_dir=Path("/run/pm"),
         listen_host="127.0.0.1",
         listen_port=8080,
+        https_listen_host="127.0.0.1",
+        https_listen_port=8443,
+        https_certificate=Path("/etc/rspm/tls/chain.pem"),
+        https_key=Path("/etc/rspm/tls/key.pem"),
+        https_permanent=True,
         provider="postgres",
         sqlite_dir=Path("/srv/sqlite"),
         postgres_url="postgresql://pm:pw@db.example.com:5432/pm?sslmode=require",
@@ -123,6 +142,7 @@ def test_full_file() -> None:
         temp_max_age=7200.0,
         cleanup_interval=30.0,
         trusted_keys=(Path("/etc/rspm/keys/a.asc"), Path("/etc/rspm/keys/b.asc")),
+        cache_max_size=512 * 1024,
     )
 
 
@@ -514,14 +534,93 @@ def test_bad_trusted_key_names_its_line() -> None:
     assert message == 'etc/x.gcfg:3: [Signatures] TrustedKeys = "": empty path'
 
 
+# --- [HTTPS] -----------------------------------------------------------------------------
+
+HTTPS = "[HTTPS]\nListen = :4443\nCertificate = tls/cert.pem\nKey = tls/key.pem\n"
+
+
+def test_https_listener() -> None:
+    """[HTTPS] Listen with Certificate and Key gives a TLS listener; the PEM paths resolve
+    against the file's directory; without Permanent, HTTP is not redirected."""
+    c = config(HTTPS)
+    assert (c.https_listen_host, c.https_listen_port) == ("", 4443)
+    assert c.https_certificate == Path("/etc/rspm/tls/cert.pem")
+    assert c.https_key == Path("/etc/rspm/tls/key.pem")
+    assert c.https_permanent is False
+    assert c.listen_port == 4242
+
+
+@pytest.mark.parametrize(("line", "expected"), [("Permanent", True), ("Permanent = on", True),
+                                                ("Permanent = false", False)])
+def test_https_permanent(line: str, expected: bool) -> None:
+    """Permanent is a boolean; written bare it is true."""
+    assert config(f"{HTTPS}{line}\n").https_permanent is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[HTTPS]\nListen = :4443\n",
+         "etc/x.gcfg:2: [HTTPS] Listen: needs [HTTPS] Certificate and [HTTPS] Key too"),
+        ("[HTTPS]\nListen = :4443\nKey = k.pem\n",
+         "etc/x.gcfg:2: [HTTPS] Listen: needs [HTTPS] Certificate too"),
+        ("[HTTPS]\nCertificate = c.pem\nKey = k.pem\n",
+         "etc/x.gcfg:2: [HTTPS] Certificate: needs [HTTPS] Listen too"),
+        ("[HTTP]\nListen = :80\n[HTTPS]\nPermanent = true\n",
+         "etc/x.gcfg:4: [HTTPS] Permanent: needs [HTTPS] Listen too"),
+    ],
+)
+def test_https_keys_need_each_other(text: str, message: str) -> None:
+    """A listener without its certificate or key, or a certificate, key or redirect without
+    a listener, is refused at the line of the key given alone."""
+    assert error(text) == message
+
+
+@pytest.mark.parametrize(
+    ("http", "https"),
+    [(":4242", ":4242"), ("127.0.0.1:8080", "127.0.0.1:8080"), (":8080", "127.0.0.1:8080"),
+     ("127.0.0.1:8080", ":8080")],
+)
+def test_https_listen_cannot_take_the_http_address(http: str, https: str) -> None:
+    """HTTPS on the address HTTP listens on (the same, or a wildcard covering it) is
+    refused before the server would fail to bind."""
+    text = f"[HTTP]\nListen = {http}\n[HTTPS]\nListen = {https}\nCertificate = c\nKey = k\n"
+    port = https.rpartition(":")[2]
+    assert error(text) == f"etc/x.gcfg:4: [HTTPS] Listen: port {port} is [HTTP] Listen's already"
+
+
+@pytest.mark.parametrize(("http", "https"), [("127.0.0.1:8080", "127.0.0.2:8080"),
+                                             (":0", ":0"), (":80", ":443")])
+def test_https_listen_may_share_a_port_on_another_host(http: str, https: str) -> None:
+    """The same port on two different hosts, or two ephemeral ports, is fine."""
+    text = f"[HTTP]\nListen = {http}\n[HTTPS]\nListen = {https}\nCertificate = c\nKey = k\n"
+    assert config(text).https_listen_port == int(https.rpartition(":")[2])
+
+
+def test_https_bad_listen_names_the_section() -> None:
+    """A bad [HTTPS] Listen is reported as such, with the reason [HTTP] Listen gets."""
+    assert error("[HTTPS]\nListen = 4443\nCertificate = c\nKey = k\n") == (
+        'etc/x.gcfg:2: [HTTPS] Listen = "4443": not a listen address like ":4242" or '
+        '"127.0.0.1:4242"'
+    )
+
+
+def test_https_files_are_not_read_when_parsing(tmp_path: Path) -> None:
+    """Certificate and Key may name files that do not exist (yet, or for this user): rspm
+    reads the same file to find the admin socket; the server checks them at start."""
+    missing = tmp_path / "absent.pem"
+    c = config(f"[HTTPS]\nListen = :4443\nCertificate = {missing}\nKey = {missing}\n")
+    assert c.https_certificate == c.https_key == missing
+
+
 # --- schema errors --------------------------------------------------------------------
 
 
 def test_unknown_section() -> None:
     """An unknown section is named with the file and line and the known sections listed."""
     assert error("[Server]\nDataDir = /a\n\n\n\n\n[Databse]\nProvider = sqlite\n") == (
-        "etc/x.gcfg:7: [Databse]: unknown section (known: Authentication, Database, HTTP, "
-        "Postgres, SQLite, Server, Signatures, Storage)"
+        "etc/x.gcfg:7: [Databse]: unknown section (known: Authentication, Cache, Database, "
+        "HTTP, HTTPS, Postgres, SQLite, Server, Signatures, Storage)"
     )
 
 
@@ -585,6 +684,9 @@ def test_repeated_key(text: str, key: str, first: int, line: int) -> None:
         ("Server", "Address"),
         ("Server", "DataDir"),
         ("HTTP", "Listen"),
+        ("HTTPS", "Listen"),
+        ("HTTPS", "Certificate"),
+        ("HTTPS", "Key"),
         ("Database", "Provider"),
         ("Postgres", "URL"),
         ("Storage", "TempMaxAge"),
@@ -671,3 +773,17 @@ def test_load_config_not_utf8(tmp_path: Path) -> None:
     path.write_bytes(b"[Server]\nDataDir = /caf\xe9\n")
     with pytest.raises(ConfigError, match=f"^{path}: cannot read configuration: not UTF-8"):
         load_config(path)
+
+
+@pytest.mark.parametrize(("text", "size"), [("65536", 65536), ("64k", 65536), ("64KiB", 65536),
+                                           ("8MiB", 8 << 20), ("1g", 1 << 30)])
+def test_cache_size_takes_units(text: str, size: int) -> None:
+    """[Cache] MaxSize is bytes, or a number with k, M or G (binary units)."""
+    assert config(f"[Cache]\nMaxSize = {text}\n").cache_max_size == size
+
+
+@pytest.mark.parametrize("text", ["lots", "-1", "1k", "64 apples"])
+def test_a_bad_or_tiny_cache_size_is_refused(text: str) -> None:
+    """A size that is not one, or under 64k, stops the server with the key named."""
+    with pytest.raises(ConfigError, match=r"\[Cache\] MaxSize"):
+        config(f"[Cache]\nMaxSize = {text}\n")

@@ -21,6 +21,7 @@ from twisted.web.server import Request
 from pm import __version__
 from pm.auth import LOCAL_ADMIN, Principal, TokenChecker
 from pm.catalog import Catalog, Source
+from pm.download import ClientDownloads
 from pm.ecosystem import Ecosystem
 from pm.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from pm.packages import paginate, select_versions, summarize
@@ -65,6 +66,9 @@ class AdminApi:
     ecosystems: Mapping[str, Ecosystem]
     clock: Callable[[], float]
     started_at: float
+    downloads: ClientDownloads
+    # The page cache's figures, for /__api__/status.
+    cache_stats: Callable[[], dict[str, Any]]
     app: ClassVar[Klein] = Klein()
     share_error_handlers(app)
 
@@ -118,6 +122,7 @@ class AdminApi:
             "database": self.catalog.provider,
             "uptime": round(self.clock() - self.started_at, 3),
             "api_token_auth": self.tokens.enabled,
+            "cache": self.cache_stats(),
         })
 
     # Sources and repos ---------------------------------------------------------
@@ -217,8 +222,11 @@ class AdminApi:
         package = ecosystem.normalize(str(body.get("name") or ""))
         if not package:
             raise BadRequest("name the package to remove: --name=PKG@VERSION")
+        selector = str(body.get("version") or "")
+        if not selector:
+            raise BadRequest("say which versions: --name=PKG@all, PKG@current or PKG@1.2.3")
         rows = await ecosystem.rows([source.guid], name=package)
-        versions = select_versions(package, str(body.get("version") or ""), rows,
+        versions = select_versions(package, selector, rows,
                                    ecosystem.version_key)
         removed = await ecosystem.delete_versions(source, package, versions, principal.actor,
                                                   str(body.get("comment") or ""))
@@ -333,3 +341,18 @@ class AdminApi:
             raise BadRequest("name the token to revoke with --guid or --token")
         record = await self.token_store.revoke_token(str(guid), actor)
         return json_body(request, (await self._token_json([record]))[0])
+
+    # The client ----------------------------------------------------------------
+
+    @app.route("/download", methods=["GET"])
+    async def download(self, request: Request) -> bytes:
+        """The ``rspm`` client for ``?os=`` (linux by default), for any valid token."""
+        await self.principal(request)
+        client = await self.downloads.client(arg(request, "os"))
+        request.setHeader(b"content-type", b"application/octet-stream")
+        request.setHeader(b"content-disposition",
+                          f"attachment; filename={client.filename}".encode())
+        request.setHeader(b"cache-control", b"private, no-cache")
+        if request.setETag(f'"{client.etag}"'.encode()) == http.CACHED:
+            return b""
+        return client.body

@@ -9,16 +9,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
+
+from twisted.web.resource import IResource
 
 from pm.api import AdminApi
 from pm.app import PackageManagerApp
 from pm.auth import TokenChecker
 from pm.blobs import BlobStore, RunInThread
 from pm.catalog import Catalog, Source
+from pm.changes import ChangeSerial
 from pm.db import Database
+from pm.download import ClientDownloads
 from pm.ecosystem import Ecosystem
 from pm.errors import BadUpload
+from pm.fastreads import FastReads, Pages
 from pm.housekeeping import Housekeeper
+from pm.pagecache import PageCache
 from pm.python.ecosystem import PythonEcosystem
 from pm.python.files import PythonFiles
 from pm.python.publish import PythonPublisher
@@ -28,7 +35,14 @@ from pm.r.publish import RPublisher
 from pm.signatures import SignatureChecker
 from pm.tokens import TokenAuthority
 from pm.tokenstore import TokenStore
+from pm.ui import WebUI
+from pm.ui.listings import Listings
+from pm.ui.python import PythonShelf
+from pm.ui.r import RShelf
+from pm.ui.readme import ReadmeRenderer
 from pm.upload import ADD, WAREHOUSE, Publisher, UploadService
+
+DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 
 # Every ecosystem's companion files, for a BlobStore made before assembly.
 BLOB_SUFFIXES = tuple(dict.fromkeys((*PythonEcosystem.blob_suffixes,
@@ -45,6 +59,11 @@ class Parts:
     uploads: UploadService
     housekeeper: Housekeeper
     app: PackageManagerApp
+    pages: Pages
+
+    def resource(self) -> IResource:
+        """What the listeners serve: the app behind the cached read path."""
+        return cast(IResource, FastReads(self.app.resource(), self.pages))
 
 
 def assemble(
@@ -59,16 +78,19 @@ def assemble(
     checker: Callable[[TokenAuthority | None, TokenStore, Callable[[], float]], TokenChecker]
     = TokenChecker,
     python_table: Callable[[Database, Callable[[], float]], PythonFiles] = PythonFiles,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
 ) -> Parts:
     """Every part of the server but its listeners and timers.
 
     ``checker`` and ``python_table`` let a test substitute parts it can hold back.
     """
+    pages = Pages(PageCache(cache_bytes), ChangeSerial(database, database.dialect.quick_connect))
     python_files = python_table(database, clock)
     python = PythonEcosystem(
-        python_files, blobs, PythonPublisher(python_files, blobs, signatures, clock, in_thread))
+        python_files, blobs, PythonPublisher(python_files, blobs, signatures, clock, in_thread),
+        pages)
     r_files = RFiles(database, clock)
-    r = REcosystem(r_files, blobs, RPublisher(r_files, blobs, clock, in_thread))
+    r = REcosystem(r_files, blobs, RPublisher(r_files, blobs, clock, in_thread), pages)
     ecosystems: tuple[Ecosystem, ...] = (python, r)
     by_source_type = {e.kind.source_type: e for e in ecosystems}
 
@@ -91,7 +113,12 @@ def assemble(
     housekeeper = Housekeeper(blobs, [e.digests_in_use for e in ecosystems], in_thread,
                               temp_max_age)
     api = AdminApi(catalog=catalog, token_store=token_store, tokens=tokens, uploads=uploads,
-                   ecosystems=by_source_type, clock=clock, started_at=clock())
+                   ecosystems=by_source_type, clock=clock, started_at=clock(),
+                   downloads=ClientDownloads(in_thread), cache_stats=pages.cache.stats)
+    ui = WebUI(catalog=catalog, token_store=token_store, shelves={
+        python.kind.repo_type: PythonShelf(python_files, ReadmeRenderer(in_thread)),
+        r.kind.repo_type: RShelf(r_files, r.index),
+    }, listings=Listings(pages.changes))
     app = PackageManagerApp(catalog=catalog, api=api, uploads=uploads,
-                            repo_ecosystems={e.kind.repo_type: e for e in ecosystems})
-    return Parts(catalog, token_store, tokens, python, r, uploads, housekeeper, app)
+                            repo_ecosystems={e.kind.repo_type: e for e in ecosystems}, ui=ui)
+    return Parts(catalog, token_store, tokens, python, r, uploads, housekeeper, app, pages)

@@ -7,7 +7,9 @@ and never imports a driver; every difference between the two databases lives in
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
+import os
 import re
 import sqlite3
 import time
@@ -15,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import psycopg2
 import psycopg2.errors
@@ -53,6 +56,9 @@ class Dialect:
     # (503, try again) rather than a bug.
     unavailable: Callable[[BaseException], bool]
     description: str = ""
+    # A read-only connection for the calling thread, where a query costs
+    # microseconds (embedded SQLite); None where every query goes to the pool.
+    quick_connect: Callable[[], Any] | None = None
     _cache: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def sql(self, query: str) -> str:
@@ -104,12 +110,25 @@ def _sqlite_setup(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA synchronous=NORMAL")
 
 
+def _sqlite_read_only(path: str) -> sqlite3.Connection:
+    connection = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, check_same_thread=False,
+                                 timeout=0)
+    # Never wait: the caller is the reactor thread and has the pool to fall back on.
+    connection.execute("PRAGMA busy_timeout=0")
+    return connection
+
+
 def sqlite_dialect(directory: Path) -> Dialect:
     """The embedded default: one database file in ``directory``."""
     path = str(directory / "packagemanager.db")
 
     def connect() -> sqlite3.Connection:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # The database holds token rows and who uploaded what: readable by the
+        # server's user only. SQLite gives its -wal and -shm files the mode of
+        # the database file, so creating that one is enough.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         connection = sqlite3.connect(path, check_same_thread=False)
         _sqlite_setup(connection)
         return connection
@@ -136,6 +155,7 @@ def sqlite_dialect(directory: Path) -> Dialect:
         integrity_errors=(sqlite3.IntegrityError,),
         unavailable=_sqlite_unavailable,
         description=path,
+        quick_connect=lambda: _sqlite_read_only(path),
     )
 
 

@@ -80,7 +80,8 @@ def summarize(
     for row in rows:
         by_package.setdefault(row.name, []).append(row)
     summaries = []
-    for name in sorted(by_package, key=str.lower):
+    # Case-insensitive, then exact: R's names differ by case alone.
+    for name in sorted(by_package, key=lambda n: (n.lower(), n)):
         package_rows = by_package[name]
         winner = min((r.source_guid for r in package_rows), key=order.__getitem__)
         mine = [r for r in package_rows if r.source_guid == winner]

@@ -6,20 +6,23 @@ Its repo pages are PEP 503/691 simple index and the files under
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
 import attrs
 from klein import Klein
 from packaging.version import InvalidVersion, Version
-from twisted.web import http, static
+from twisted.web import http
 from twisted.web.resource import IResource
 from twisted.web.server import Request
 
 from pm.blobs import BlobStore
 from pm.catalog import Repo, Source, SourceKind
 from pm.errors import BadRequest
+from pm.fastreads import REVALIDATE, Pages, file_page, respond
 from pm.packages import PackageRow
+from pm.pagecache import Page
 from pm.python import index as simple
 from pm.python.dists import normalize_name
 from pm.python.files import PythonFiles
@@ -46,9 +49,10 @@ class PythonEcosystem:
     index_path = "simple/"
 
     def __init__(self, files: PythonFiles, blobs: BlobStore,
-                 publisher: PythonPublisher) -> None:
+                 publisher: PythonPublisher, pages: Pages) -> None:
         self.files = files
         self.index = PythonIndex(files, blobs)
+        self.pages = pages
         self.python_publisher = publisher
         self.kind = SourceKind(SOURCE_TYPE, REPO_TYPE, files.delete_source_rows)
 
@@ -80,7 +84,7 @@ class PythonEcosystem:
         return await self.files.digests_in_use(digests)
 
     def repo_resource(self, repo: Repo) -> IResource:
-        return PythonRepoPages(repo, self.index).resource()
+        return PythonRepoPages(repo, self.index, self.pages).resource()
 
 
 @attrs.define
@@ -89,6 +93,7 @@ class PythonRepoPages:
 
     repo: Repo
     index: PythonIndex
+    pages: Pages
     app: ClassVar[Klein] = Klein()
     share_error_handlers(app)
 
@@ -96,38 +101,45 @@ class PythonRepoPages:
         return cast(IResource, self.app.resource())
 
     @app.route("/simple/", methods=["GET", "HEAD"])
-    async def simple_root(self, request: Request) -> bytes:
+    async def simple_root(self, request: Request) -> bytes | IResource:
         content_type = simple.negotiate(accept(request))
-        names = await self.index.projects(self.repo)
-        return _index_response(request, content_type,
-                               simple.render_projects(names, content_type))
+
+        async def make() -> Page:
+            names = await self.index.projects(self.repo)
+            return _index_page(simple.render_projects(names, content_type), content_type)
+
+        return respond(request, await self.pages.page(request, make))
 
     @app.route("/simple/<project>/", methods=["GET", "HEAD"])
-    async def simple_project(self, request: Request, project: str) -> bytes:
+    async def simple_project(self, request: Request, project: str) -> bytes | IResource:
         normalized = normalize_name(project)
         if normalized != project:
             request.setResponseCode(http.MOVED_PERMANENTLY)
             request.setHeader(b"location", f"../{normalized}/".encode())
             return b""
         content_type = simple.negotiate(accept(request))
-        files = await self.index.project_files(self.repo, project)
-        return _index_response(request, content_type,
-                               simple.render_project(project, files, content_type))
+
+        async def make() -> Page:
+            files = await self.index.project_files(self.repo, project)
+            return _index_page(simple.render_project(project, files, content_type),
+                               content_type)
+
+        return respond(request, await self.pages.page(request, make))
 
     @app.route("/files/<filename>", methods=["GET", "HEAD"])
-    async def file(self, request: Request, filename: str) -> IResource | bytes:
+    async def file(self, request: Request, filename: str) -> bytes | IResource:
         companion = next((s for s in (".asc", ".metadata") if filename.endswith(s)), "")
-        served = await self.index.file(self.repo, filename.removesuffix(companion)
-                                       if companion else filename, companion)
-        if request.setETag(f'"{served.etag}"'.encode()) == http.CACHED:
-            return b""
-        resource = static.File(str(served.path))
-        resource.type = served.content_type
-        resource.encoding = None
-        return cast(IResource, resource)
+
+        async def make() -> Page:
+            served = await self.index.file(self.repo, filename.removesuffix(companion)
+                                           if companion else filename, companion)
+            return file_page(served.path, served.etag, served.content_type)
+
+        return respond(request, await self.pages.page(request, make))
 
 
-def _index_response(request: Request, content_type: str, body: bytes) -> bytes:
-    request.setHeader(b"content-type", content_type.encode())
-    request.setHeader(b"vary", b"Accept")
-    return body
+def _index_page(body: bytes, content_type: str) -> Page:
+    """A strong ETag of the bytes: pip and uv revalidate their caches with it."""
+    return Page(etag=f'"{hashlib.sha256(body).hexdigest()}"'.encode(),
+                content_type=content_type.encode(), body=body,
+                headers=((b"vary", b"Accept"), REVALIDATE))

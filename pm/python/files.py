@@ -129,6 +129,10 @@ class PythonFiles:
                 self._event(tx, record.uploaded_by, "python.file.added",
                             record.filename, record.sha256)
                 return "added"
+            # Lock the row before reading it, so a concurrent replacement's
+            # event names the digest it really replaced.
+            tx.run("UPDATE python_files SET sha256 = sha256"
+                   " WHERE source_guid = ? AND filename = ?", record.source_guid, record.filename)
             existing = tx.one(
                 "SELECT sha256 FROM python_files WHERE source_guid = ? AND filename = ?",
                 record.source_guid, record.filename,
@@ -214,15 +218,17 @@ class PythonFiles:
             return []
         marks = ", ".join("?" for _ in source_guids)
         rows = await self.db.read(lambda tx: tx.all(
-            f"SELECT * FROM python_files WHERE project = ? AND source_guid IN ({marks})"
-            " ORDER BY filename",
+            f"SELECT * FROM python_files WHERE project = ? AND source_guid IN ({marks})",
             project, *source_guids,
         ))
         if not rows:
             return []
         order = {guid: i for i, guid in enumerate(source_guids)}
         winner = min((row["source_guid"] for row in rows), key=order.__getitem__)
-        return [_python_file(r) for r in rows if r["source_guid"] == winner]
+        # Sorted here: an ORDER BY filename makes SQLite scan the source's
+        # (source_guid, filename) index instead of using the project's.
+        return sorted((_python_file(r) for r in rows if r["source_guid"] == winner),
+                      key=lambda f: f.filename)
 
     async def add_signature(
         self,
@@ -276,3 +282,29 @@ class PythonFiles:
             *digests, *digests, *digests,
         ))
         return {row["digest"] for row in rows}
+
+    async def source_projects(self, source_guids: Sequence[str]) -> list[tuple[str, str]]:
+        """Each (source GUID, project) that has a file: what the UI counts per source."""
+        if not source_guids:
+            return []
+        marks = ", ".join("?" for _ in source_guids)
+        rows = await self.db.read(lambda tx: tx.all(
+            f"SELECT DISTINCT source_guid, project FROM python_files"
+            f" WHERE source_guid IN ({marks})", *source_guids))
+        return [(r["source_guid"], r["project"]) for r in rows]
+
+    async def release_rows(self, source_guids: Sequence[str]) -> list[Row]:
+        """One row per source, project and version, for a repo's package list.
+
+        Keys: source_guid, project, display_name, version, summary, uploaded_at
+        (the version's last upload). One query for the whole repo: which
+        version is latest is PEP 440's order, which SQL cannot sort by.
+        """
+        if not source_guids:
+            return []
+        marks = ", ".join("?" for _ in source_guids)
+        return await self.db.read(lambda tx: tx.all(
+            f"SELECT source_guid, project, MIN(display_name) AS display_name, version,"
+            f" MAX(summary) AS summary, MAX(uploaded_at) AS uploaded_at FROM python_files"
+            f" WHERE source_guid IN ({marks}) GROUP BY source_guid, project, version",
+            *source_guids))

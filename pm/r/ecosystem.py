@@ -10,20 +10,21 @@ database, so all nodes sharing it serve the same bytes.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
 import attrs
 from klein import Klein
-from twisted.web import http, static
 from twisted.web.resource import IResource
 from twisted.web.server import Request
 
 from pm.blobs import BlobStore
 from pm.catalog import Repo, Source, SourceKind
 from pm.errors import BadUpload, NotFound
+from pm.fastreads import REVALIDATE, Pages, file_page, respond
 from pm.packages import PackageRow
+from pm.pagecache import Page
 from pm.r import cran, description
 from pm.r.files import RFiles, RPackageFile
 from pm.r.publish import RPublisher
@@ -74,8 +75,10 @@ class REcosystem:
     blob_suffixes = ("",)
     index_path = "src/contrib/PACKAGES"
 
-    def __init__(self, files: RFiles, blobs: BlobStore, publisher: RPublisher) -> None:
+    def __init__(self, files: RFiles, blobs: BlobStore, publisher: RPublisher,
+                 pages: Pages) -> None:
         self.files = files
+        self.pages = pages
         self.index = RIndex(files)
         self._blobs = blobs
         self._publisher = publisher
@@ -110,7 +113,7 @@ class REcosystem:
         return await self.files.digests_in_use(digests)
 
     def repo_resource(self, repo: Repo) -> IResource:
-        return RRepoPages(repo, self.index, self._blobs).resource()
+        return RRepoPages(repo, self.index, self._blobs, self.pages).resource()
 
 
 def _entry(f: RPackageFile) -> cran.IndexEntry:
@@ -125,65 +128,78 @@ class RRepoPages:
     repo: Repo
     index: RIndex
     blobs: BlobStore
+    pages: Pages
     app: ClassVar[Klein] = Klein()
     share_error_handlers(app)
 
     def resource(self) -> IResource:
         return cast(IResource, self.app.resource())
 
+    async def _index(self, request: Request, content_type: bytes,
+                     render: Callable[[RepoPackages], bytes]) -> bytes | IResource:
+        async def make() -> Page:
+            body = render(await self.index.packages(self.repo))
+            return Page(etag=f'"{hashlib.sha256(body).hexdigest()}"'.encode(),
+                        content_type=content_type, body=body, headers=(REVALIDATE,))
+
+        return respond(request, await self.pages.page(request, make))
+
     @app.route("/src/contrib/PACKAGES", methods=["GET", "HEAD"])
-    async def packages(self, request: Request) -> bytes:
-        listing = await self.index.packages(self.repo)
-        return _index(request, cran.render_packages([_entry(f) for f in listing.current]),
-                      b"text/plain; charset=utf-8")
+    async def packages(self, request: Request) -> bytes | IResource:
+        return await self._index(request, b"text/plain; charset=utf-8", lambda listing:
+                                 cran.render_packages([_entry(f) for f in listing.current]))
 
     @app.route("/src/contrib/PACKAGES.gz", methods=["GET", "HEAD"])
-    async def packages_gz(self, request: Request) -> bytes:
-        listing = await self.index.packages(self.repo)
-        text = cran.render_packages([_entry(f) for f in listing.current])
-        return _index(request, cran.render_packages_gz(text), b"application/gzip")
+    async def packages_gz(self, request: Request) -> bytes | IResource:
+        return await self._index(request, b"application/gzip", lambda listing:
+                                 cran.render_packages_gz(cran.render_packages(
+                                     [_entry(f) for f in listing.current])))
 
     @app.route("/src/contrib/PACKAGES.rds", methods=["GET", "HEAD"])
-    async def packages_rds(self, request: Request) -> bytes:
-        listing = await self.index.packages(self.repo)
-        return _index(request, cran.render_packages_rds([_entry(f) for f in listing.current]),
-                      b"application/octet-stream")
+    async def packages_rds(self, request: Request) -> bytes | IResource:
+        return await self._index(request, b"application/octet-stream", lambda listing:
+                                 cran.render_packages_rds([_entry(f) for f in listing.current]))
 
     @app.route("/src/contrib/Meta/archive.rds", methods=["GET", "HEAD"])
-    async def archive_rds(self, request: Request) -> bytes:
-        listing = await self.index.packages(self.repo)
-        archived: dict[str, list[cran.ArchivedFile]] = {}
-        for f in listing.archived:
-            archived.setdefault(f.package, []).append(
-                cran.ArchivedFile(f.package, f.version, f.size, f.uploaded_at))
-        return _index(request, cran.render_archive_rds(archived), b"application/octet-stream")
+    async def archive_rds(self, request: Request) -> bytes | IResource:
+        return await self._index(request, b"application/octet-stream", _archive_rds)
 
     @app.route("/src/contrib/<filename>", methods=["GET", "HEAD"])
-    async def current(self, request: Request, filename: str) -> IResource | bytes:
+    async def current(self, request: Request, filename: str) -> bytes | IResource:
         name = _tarball_name(filename, self.repo)
-        listing = await self.index.packages(self.repo, name.package)
-        return self._serve(request, filename, listing.current)
+
+        async def make() -> Page:
+            listing = await self.index.packages(self.repo, name.package)
+            return self._file_page(filename, listing.current)
+
+        return respond(request, await self.pages.page(request, make))
 
     @app.route("/src/contrib/Archive/<package>/<filename>", methods=["GET", "HEAD"])
     async def archived(self, request: Request, package: str,
-                       filename: str) -> IResource | bytes:
+                       filename: str) -> bytes | IResource:
         name = _tarball_name(filename, self.repo)
         if name.package != package:
             raise NotFound(f"no file {filename[:100]!r} in the archive of '{package[:100]}'")
-        listing = await self.index.packages(self.repo, name.package)
-        return self._serve(request, filename, listing.archived)
 
-    def _serve(self, request: Request, filename: str,
-               files: list[RPackageFile]) -> IResource | bytes:
+        async def make() -> Page:
+            listing = await self.index.packages(self.repo, name.package)
+            return self._file_page(filename, listing.archived)
+
+        return respond(request, await self.pages.page(request, make))
+
+    def _file_page(self, filename: str, files: list[RPackageFile]) -> Page:
         found = next((f for f in files if f.filename == filename), None)
         if found is None:
             raise NotFound(f"no file {filename[:100]!r} in repo '{self.repo.name}'")
-        if request.setETag(f'"{found.sha256}"'.encode()) == http.CACHED:
-            return b""
-        resource = static.File(str(self.blobs.path_for(found.sha256)))
-        resource.type = "application/x-gzip"
-        resource.encoding = None
-        return cast(IResource, resource)
+        return file_page(self.blobs.path_for(found.sha256), found.sha256, "application/x-gzip")
+
+
+def _archive_rds(listing: RepoPackages) -> bytes:
+    archived: dict[str, list[cran.ArchivedFile]] = {}
+    for f in listing.archived:
+        archived.setdefault(f.package, []).append(
+            cran.ArchivedFile(f.package, f.version, f.size, f.uploaded_at))
+    return cran.render_archive_rds(archived)
 
 
 def _tarball_name(filename: str, repo: Repo) -> description.RFilename:
@@ -191,12 +207,3 @@ def _tarball_name(filename: str, repo: Repo) -> description.RFilename:
         return description.parse_filename(filename)
     except BadUpload:
         raise NotFound(f"no file {filename[:100]!r} in repo '{repo.name}'") from None
-
-
-def _index(request: Request, body: bytes, content_type: bytes) -> bytes:
-    """An index file, with a strong ETag so pak and proxies can revalidate."""
-    request.setHeader(b"content-type", content_type)
-    request.setHeader(b"cache-control", b"no-cache")
-    if request.setETag(f'"{hashlib.sha256(body).hexdigest()}"'.encode()) == http.CACHED:
-        return b""
-    return body

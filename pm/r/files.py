@@ -85,6 +85,10 @@ class RFiles:
                 self._event(tx, record.uploaded_by, "r.package.added", record.filename,
                             record.sha256)
                 return "added"
+            # Lock the row before reading it, so a concurrent replacement's
+            # event names the digest it really replaced.
+            tx.run("UPDATE r_packages SET sha256 = sha256 WHERE source_guid = ? AND filename = ?",
+                   record.source_guid, record.filename)
             existing = tx.one(
                 "SELECT sha256 FROM r_packages WHERE source_guid = ? AND filename = ?",
                 record.source_guid, record.filename,
@@ -121,9 +125,10 @@ class RFiles:
         if package is not None:
             query += " AND package = ?"
             params.append(package)
-        rows = await self.db.read(lambda tx: tx.all(query + " ORDER BY package, filename",
-                                                    *params))
-        return [_record(r) for r in rows]
+        rows = await self.db.read(lambda tx: tx.all(query, *params))
+        # Sorted here: an ORDER BY makes SQLite prefer the (source_guid,
+        # filename) index to the package's.
+        return sorted((_record(r) for r in rows), key=lambda f: (f.package, f.filename))
 
     async def rows(self, source_guids: Sequence[str], *, name: str | None = None,
                    search: str | None = None) -> list[PackageRow]:
@@ -192,3 +197,13 @@ class RFiles:
         rows = await self.db.read(lambda tx: tx.all(
             f"SELECT sha256 AS digest FROM r_packages WHERE sha256 IN ({marks})", *digests))
         return {row["digest"] for row in rows}
+
+    async def source_packages(self, source_guids: Sequence[str]) -> list[tuple[str, str]]:
+        """Each (source GUID, package) that has a file: what the UI counts and links."""
+        if not source_guids:
+            return []
+        marks = ", ".join("?" for _ in source_guids)
+        rows = await self.db.read(lambda tx: tx.all(
+            f"SELECT DISTINCT source_guid, package FROM r_packages"
+            f" WHERE source_guid IN ({marks})", *source_guids))
+        return [(r["source_guid"], r["package"]) for r in rows]

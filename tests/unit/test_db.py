@@ -394,3 +394,15 @@ async def test_unopenable_sqlite_is_store_unavailable(tmp_path: Path) -> None:
             await db.read(lambda tx: tx.one("SELECT 1 AS one"))
     finally:
         db.close()
+
+
+def test_a_new_sqlite_database_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """The database file (and so its -wal and -shm files) is created mode 0600, in a
+    directory of mode 0700: it holds token rows."""
+    dialect = sqlite_dialect(tmp_path / "db")
+    migrate(dialect)
+    for name in ("packagemanager.db", "packagemanager.db-wal", "packagemanager.db-shm"):
+        path = tmp_path / "db" / name
+        if path.exists():
+            assert path.stat().st_mode & 0o777 == 0o600, name
+    assert (tmp_path / "db").stat().st_mode & 0o777 == 0o700

@@ -14,6 +14,10 @@ curl                                 curl
 /etc/ssl/certs/ca-certificates.crt   ca-certificates
 Rscript                              r-base-core
 /usr/lib/R/site-library/remotes      r-cran-remotes
+chromium                             chromium
+chromedriver                         chromium-driver
+wine                                 wine
+/usr/lib/wine/wine64                 wine64
 "
 
 missing=()

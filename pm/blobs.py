@@ -12,7 +12,9 @@ new again, which is what keeps an upload between placing and recording safe.
 
 With a thread pool (the server's case) an upload's bytes are written and hashed
 off the reactor thread by a :class:`PipelinedBlobWriter`; without one (unit
-tests, tools) :class:`BlobWriter` does it all in the caller's thread.
+tests, tools) :class:`BlobWriter` does it all in the caller's thread. Every
+writer computes sha256, which names the blob; the caller asks for the others
+(md5, blake2b) only where something needs them.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import sys
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -45,30 +47,46 @@ Chunk = bytes | memoryview
 def hashing_threads(cpus: int | None) -> int:
     """Threads that write and hash uploads, shared by every upload of a server.
 
-    One per CPU: the work is CPU-bound, and more threads than CPUs only add
-    switching (on 2 CPUs, 4 threads made a 1 GiB upload ~10% slower than 2).
-    At least 2, so that one write stalled on a slow disk does not stop the
-    hashing of every other upload.
+    An upload is written and hashed by one job at a time, so one thread per
+    CPU lets as many uploads work at once as there are cores, without more
+    threads than cores to switch between. At least 2, so that one write
+    stalled on a slow disk does not stop every other upload.
     """
     return max(2, cpus or 1)
 
 
 # Backpressure of a pipelined writer: past HIGH bytes accepted but not yet
-# processed by its slowest lane the connection is paused, under LOW resumed.
+# written and hashed the connection is paused, under LOW resumed.
 PIPELINE_HIGH = 8 * 1024 * 1024
 PIPELINE_LOW = 2 * 1024 * 1024
-# A lane job hands its pool thread back after this many bytes (and queues
+# A writer's job hands its pool thread back after this many bytes (and queues
 # itself again), so a fast upload cannot keep a shared thread from the others.
-LANE_TURN = 4 * 1024 * 1024
-# How long discard() (on the reactor thread) waits for a lane to put down the
-# chunk in hand before leaving the file's removal to that lane.
+JOB_TURN = 4 * 1024 * 1024
+# The job joins small queued chunks into one write and one hash update of up to
+# this many bytes: a client that sends in small pieces (uv publish) makes the
+# reactor read tens of KiB at a time, and each chunk alone would cost a system
+# call, a lock round trip and a GIL handover.
+JOB_BATCH = 1024 * 1024
+# How long discard() (on the reactor thread) waits for the job to put down the
+# chunk in hand before leaving the file's removal to that job.
 DISCARD_WAIT = 0.05
 # drain() wakes this often to notice that the pool was stopped under it.
 DRAIN_POLL = 0.5
-# The write lane asks the kernel to start writing back every this many bytes,
-# so that sync() at the end has little left to flush and a large upload does
-# not pile up dirty pages until the kernel throttles it.
+# A writer asks the kernel to start writing back every this many bytes, so
+# that the disk works while the upload arrives, sync() at the end has little
+# left to flush, and a large upload does not pile up dirty pages until the
+# kernel throttles it.
 WRITEBACK_EVERY = 8 * 1024 * 1024
+
+# Digest names, as Warehouse's form fields spell them without "_digest".
+SHA256 = "sha256"
+BLAKE2_256 = "blake2_256"
+MD5 = "md5"
+_HASHERS: dict[str, Callable[[], Any]] = {
+    SHA256: hashlib.sha256,
+    BLAKE2_256: lambda: hashlib.blake2b(digest_size=32),
+    MD5: lambda: hashlib.md5(usedforsecurity=False),
+}
 
 
 def _nothing() -> None:
@@ -139,41 +157,51 @@ def _is_sha256(text: str) -> bool:
 
 @dataclass(frozen=True)
 class Digests:
+    """Hex digests of a blob: sha256 always, the others only if they were asked for."""
+
     sha256: str
-    blake2_256: str
-    md5: str
     size: int
+    blake2_256: str | None = None
+    md5: str | None = None
 
 
 class BlobWriter:
     """A temp file that hashes what is written to it, in the caller's thread.
 
-    Used when the store has no hashing threads. Call ``drain()`` (nothing to do
-    here) before ``digests()`` and ``sync()``, as with :class:`PipelinedBlobWriter`.
+    It computes sha256 (which names the blob), and the digests in ``also``
+    (``BLAKE2_256``, ``MD5``). Used when the store has no hashing threads.
+    Call ``drain()`` (nothing to do here) before ``digests()`` and ``sync()``,
+    as with :class:`PipelinedBlobWriter`.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, also: Collection[str] = ()) -> None:
         self.path = path
+        self._hashers = {name: _HASHERS[name]() for name in (SHA256, *also)}
         self._file: BinaryIO | None = open(path, "xb", buffering=0)  # noqa: SIM115
-        self._sha256 = hashlib.sha256()
-        self._blake2 = hashlib.blake2b(digest_size=32)
-        self._md5 = hashlib.md5(usedforsecurity=False)
         self.size = 0
+        # How many of the bytes written writeback was started for.
+        self._flushed = 0
 
     def write(self, data: Chunk) -> None:
+        self._consume(data)
+
+    def _consume(self, data: Chunk) -> None:
+        """Write ``data`` to the file and every hasher; blocking."""
         assert self._file is not None, "write after close"
         _write_all(self._file, data)
-        self._sha256.update(data)
-        self._blake2.update(data)
-        self._md5.update(data)
+        for hasher in self._hashers.values():
+            hasher.update(data)
         self.size += len(data)
+        if self.size - self._flushed >= WRITEBACK_EVERY:
+            _start_writeback(self._file.fileno(), self._flushed, self.size - self._flushed)
+            self._flushed = self.size
 
     def drain(self) -> None:
         """Wait until everything written is on its way to disk; nothing to wait for here."""
 
     def digests(self) -> Digests:
-        return Digests(self._sha256.hexdigest(), self._blake2.hexdigest(),
-                       self._md5.hexdigest(), self.size)
+        found = {name: hasher.hexdigest() for name, hasher in self._hashers.items()}
+        return Digests(found[SHA256], self.size, found.get(BLAKE2_256), found.get(MD5))
 
     def sync(self) -> None:
         """Flush to stable storage and close; blocking, so call it in a thread."""
@@ -197,29 +225,12 @@ class _Pipeline:
     def __init__(self, threads: ThreadPool, call_from_thread: CallFromThread) -> None:
         self.threads = threads
         self.call_from_thread = call_from_thread
-        # Set by BlobStore.stop(): lanes drop their work so that stopping is quick.
+        # Set by BlobStore.stop(): writers drop their work so that stopping is quick.
         self.stopping = False
 
 
-class _Lane:
-    """One ordered actor of a writer: its chunks, and at most one pool job at a time."""
-
-    __slots__ = ("chunks", "done", "process", "running", "scheduled")
-
-    def __init__(self, process: Callable[[Chunk], object]) -> None:
-        self.process = process
-        self.chunks: deque[Chunk] = deque()
-        self.scheduled = False  # a job of this lane is queued on the pool or running
-        self.running = False  # that job holds a chunk: it is using the file or a hasher
-        self.done = 0  # bytes processed, or dropped once the writer failed
-
-    def drop(self) -> None:
-        self.done += sum(len(chunk) for chunk in self.chunks)
-        self.chunks.clear()
-
-
 def _frozen(data: Chunk) -> Chunk:
-    """``data`` itself if nothing can change it while it waits in a lane, else a copy.
+    """``data`` itself if nothing can change it while it waits in the queue, else a copy.
 
     Twisted hands over bytes, and the multipart parser bytes or memoryview slices
     of the bytes it was fed: neither is ever copied here.
@@ -232,24 +243,23 @@ def _frozen(data: Chunk) -> Chunk:
 
 
 class PipelinedBlobWriter(BlobWriter):
-    """A temp file written and hashed off the reactor thread, by three lanes.
+    """A temp file written and hashed off the reactor thread.
 
-    ``write`` (on the reactor thread) only queues the chunk on each lane: the
-    file write + sha256, blake2b, md5 (the slowest, ~1.5 ns a byte). A lane is
-    an ordered actor: a deque and, while it has chunks, exactly one job on the
-    store's shared thread pool taking them in order, so the lanes run in
-    parallel with each other and with the reactor (hashlib and file writes
-    release the GIL) without a thread per upload.
+    ``write`` (on the reactor thread) only queues the chunk. The writer is an
+    ordered actor: a deque and, while it has chunks, exactly one job on the
+    store's shared thread pool that writes and hashes them in order, so the
+    work runs beside the reactor (hashlib and file writes release the GIL)
+    without a thread per upload.
 
-    Backpressure: once more than ``PIPELINE_HIGH`` bytes wait for the slowest
-    lane, ``pause`` is called; when the lanes bring that under ``PIPELINE_LOW``,
-    ``resume`` is. Both run on the reactor thread (the lanes go through
-    ``call_from_thread``) and strictly alternate.
+    Backpressure: once more than ``PIPELINE_HIGH`` bytes wait, ``pause`` is
+    called; when the job brings that under ``PIPELINE_LOW``, ``resume`` is.
+    Both run on the reactor thread (the job goes through ``call_from_thread``)
+    and strictly alternate.
 
-    A failing lane (a full disk) stops the others; its error is raised by the
-    next ``write`` and by ``drain``. ``drain`` blocks until the lanes are done:
-    run it in a thread (never one of the store's pool). ``digests`` and ``sync``
-    only after it.
+    A failed write (a full disk) drops the rest; its error is raised by the
+    next ``write`` and by ``drain``. ``drain`` blocks until the queue is
+    done: run it in a thread (never one of the store's pool). ``digests``,
+    and ``sync`` only after it.
     """
 
     def __init__(
@@ -257,91 +267,77 @@ class PipelinedBlobWriter(BlobWriter):
         path: Path,
         pipeline: _Pipeline,
         *,
+        also: Collection[str] = (),
         pause: Callable[[], object] = _nothing,
         resume: Callable[[], object] = _nothing,
     ) -> None:
-        super().__init__(path)
+        super().__init__(path, also)
         self._pipeline = pipeline
         self._pause = pause
         self._resume = resume
-        # One lock for the three lanes: the backlog is measured across them.
         self._cond = threading.Condition(threading.Lock())
-        self._lanes = (
-            _Lane(self._write_and_sha256),
-            _Lane(self._blake2.update),
-            _Lane(self._md5.update),
-        )
-        self._queued = 0
-        # Bytes in the file, and how many of them writeback was started for
-        # (both only used by the write lane).
-        self._written = 0
-        self._flushed = 0
+        self._chunks: deque[Chunk] = deque()
+        self._waiting = 0  # bytes accepted by write() not yet written and hashed (or dropped)
+        self._scheduled = False  # a job is queued on the pool or running
+        self._in_hand = False  # that job holds a chunk: it is using the file and the hashers
         self._paused = False
         self._resume_scheduled = False
         self._error: BaseException | None = None
         self._cancelled = False
-        # discard() left closing and removing the file to the lane in hand.
+        # discard() left closing and removing the file to the job.
         self._orphaned = False
 
     @property
     def backlog(self) -> int:
-        """Bytes accepted by ``write`` that the slowest lane has not processed yet."""
+        """Bytes accepted by ``write`` that are not written and hashed yet."""
         with self._cond:
-            return self._backlog()
+            return self._waiting
 
     # Reactor thread -------------------------------------------------------
 
     def write(self, data: Chunk) -> None:
-        """Queue ``data`` on every lane; raise the error of a lane that failed."""
+        """Queue ``data``; raise the error of a write that failed."""
         data = _frozen(data)
-        submit: list[_Lane] = []
-        pause = False
         with self._cond:
             if self._error is not None:
                 raise self._error
             if self._cancelled:
                 raise RuntimeError("write after discard")
-            n = len(data)
-            if not n:
+            if not len(data):
                 return
-            self.size += n
-            self._queued += n
-            for lane in self._lanes:
-                lane.chunks.append(data)
-                if not lane.scheduled:
-                    lane.scheduled = True
-                    submit.append(lane)
-            if not self._paused and self._backlog() > PIPELINE_HIGH:
-                self._paused = pause = True
-        for lane in submit:
-            self._submit(lane)
+            self._chunks.append(data)
+            self._waiting += len(data)
+            submit, self._scheduled = not self._scheduled, True
+            pause = not self._paused and self._waiting > PIPELINE_HIGH
+            self._paused = self._paused or pause
+        if submit:
+            self._submit()
         if pause:
             self._pause()
 
     def _resume_if_low(self) -> None:
         with self._cond:
             self._resume_scheduled = False
-            if not self._paused or self._backlog() >= PIPELINE_LOW:
+            if not self._paused or self._waiting >= PIPELINE_LOW:
                 return
             self._paused = False
         self._resume()
 
     def discard(self) -> None:
-        """Drop the lanes' work, close and remove the temp file; safe at any time, twice.
+        """Drop the queued work, close and remove the temp file; safe at any time, twice.
 
-        The lanes finish at most the chunk in hand. discard waits up to
-        ``DISCARD_WAIT`` for that (a 64 KiB write and hash take well under a
-        millisecond); a lane still busy after that (a stalled disk) closes and
+        The job finishes at most the chunk in hand. discard waits up to
+        ``DISCARD_WAIT`` for that (a 1 MiB write and hash take about a
+        millisecond); a job still busy after that (a stalled disk) closes and
         removes the file itself when it puts the chunk down, so the reactor
         never waits on a stuck write.
         """
         with self._cond:
             self._cancelled = True
-            for lane in self._lanes:
-                lane.drop()
+            self._drop()
             resume, self._paused = self._paused, False
             self._cond.notify_all()
-            if self._cond.wait_for(self._nothing_in_hand, DISCARD_WAIT):
+            if self._cond.wait_for(lambda: not self._in_hand, DISCARD_WAIT):
                 self._orphaned = False
                 BlobWriter.discard(self)
             else:
@@ -352,107 +348,112 @@ class PipelinedBlobWriter(BlobWriter):
     # Any thread -----------------------------------------------------------
 
     def drain(self) -> None:
-        """Block until every lane is done; raise the first lane error.
+        """Block until every queued chunk is written and hashed; raise the first error.
 
         Raises OSError if the writer was discarded or the store stopped.
         """
         with self._cond:
-            while not self._idle():
+            while self._scheduled or self._chunks:
                 if not self._pipeline.threads.started:
                     raise OSError("the blob hashing threads stopped before the upload was written")
                 self._cond.wait(DRAIN_POLL)
             self._raise_if_failed()
 
     def digests(self) -> Digests:
-        with self._cond:
-            if not self._idle():
-                raise RuntimeError("digests() before drain()")
-            self._raise_if_failed()
+        self._check_drained()
         return super().digests()
 
     def sync(self) -> None:
         with self._cond:
             if self._cancelled:
-                return  # the file is discarded (or is being, by a lane)
-            if not self._idle():
-                raise RuntimeError("sync() before drain()")
-            self._raise_if_failed()
+                return  # the file is discarded (or is being, by the job)
+        self._check_drained()
         super().sync()
 
-    # Lanes, on the pool -------------------------------------------------
+    def _check_drained(self) -> None:
+        with self._cond:
+            if self._scheduled or self._chunks:
+                raise RuntimeError("the writer has work queued: call drain() first")
+            self._raise_if_failed()
 
-    def _write_and_sha256(self, data: Chunk) -> None:
-        assert self._file is not None, "write after close"
-        _write_all(self._file, data)
-        self._sha256.update(data)
-        self._written += len(data)
-        if self._written - self._flushed >= WRITEBACK_EVERY:
-            _start_writeback(self._file.fileno(), self._flushed, self._written - self._flushed)
-            self._flushed = self._written
+    # The job, on the pool -------------------------------------------------
 
-    def _submit(self, lane: _Lane) -> None:
-        """Queue a job of ``lane`` (already marked scheduled) on the pool."""
+    def _submit(self) -> None:
+        """Queue a job (already marked scheduled) on the pool."""
         threads = self._pipeline.threads
         try:
             if not threads.started:
                 raise OSError("the blob hashing threads are not running")
-            threads.callInThread(self._run, lane)
+            threads.callInThread(self._run)
         except Exception as e:
             with self._cond:
-                lane.scheduled = False
-                lane.drop()
+                self._scheduled = False
+                self._drop()
                 if self._error is None:
                     self._error = e if isinstance(e, OSError) else OSError(
                         f"the blob hashing threads refused work: {e!r}")
                 self._cond.notify_all()
 
-    def _run(self, lane: _Lane) -> None:
-        """A job of ``lane``: its chunks in order, until none are left or its turn is up."""
+    def _run(self) -> None:
+        """Write and hash queued chunks in order, until none are left or the turn is up."""
         again = False
         with self._cond:
             try:
-                again = self._take_turn(lane)
+                again = self._take_turn()
             except BaseException as e:  # a bug here must not leave drain() waiting forever
                 if self._error is None:
                     self._error = e
-                lane.drop()
+                self._drop()
                 raise
             finally:
                 if not again:
-                    lane.scheduled = False
+                    self._scheduled = False
                     self._cond.notify_all()
         if again:
-            self._submit(lane)
+            self._submit()
 
-    def _take_turn(self, lane: _Lane) -> bool:
+    def _take_turn(self) -> bool:
         """Process chunks (with the lock held, except around the work); True if more remain."""
         turn = 0
-        while lane.chunks and turn < LANE_TURN:
-            chunk = lane.chunks.popleft()
+        while self._chunks and turn < JOB_TURN:
+            batch = self._take_batch()
+            size = sum(len(chunk) for chunk in batch)
             if self._error is None and not self._cancelled and self._pipeline.stopping:
                 self._error = OSError("the server is stopping")
             if self._error is None and not self._cancelled:
-                lane.running = True
-                error = self._unlocked(lane.process, chunk)
-                lane.running = False
+                self._in_hand = True
+                error = self._unlocked(self._consume_batch, batch)
+                self._in_hand = False
                 if error is not None and self._error is None:
                     self._error = error
                 if self._cancelled:
                     self._cond.notify_all()  # discard() may be waiting for the chunk in hand
-                    if self._orphaned and self._nothing_in_hand():
+                    if self._orphaned:
                         # With the lock held, so a second discard() cannot race it.
                         self._orphaned = False
                         with contextlib.suppress(OSError):
                             BlobWriter.discard(self)
-            lane.done += len(chunk)
-            turn += len(chunk)
-            del chunk
-            if self._paused and not self._resume_scheduled and self._backlog() < PIPELINE_LOW:
+            self._waiting -= size
+            turn += size
+            del batch
+            if self._paused and not self._resume_scheduled and self._waiting < PIPELINE_LOW:
                 self._resume_scheduled = True
                 error = self._unlocked(self._pipeline.call_from_thread, self._resume_if_low)
                 if error is not None and self._error is None:
                     self._error = error
-        return bool(lane.chunks)
+        return bool(self._chunks)
+
+    def _take_batch(self) -> list[Chunk]:
+        """The next queued chunk, with those after it while they fit in JOB_BATCH."""
+        batch = [self._chunks.popleft()]
+        size = len(batch[0])
+        while self._chunks and size + len(self._chunks[0]) <= JOB_BATCH:
+            size += len(self._chunks[0])
+            batch.append(self._chunks.popleft())
+        return batch
+
+    def _consume_batch(self, batch: list[Chunk]) -> None:
+        self._consume(batch[0] if len(batch) == 1 else b"".join(batch))
 
     def _unlocked(self, work: Callable[..., object], *args: Any) -> BaseException | None:
         """Run ``work`` with the lock released; return what it raised."""
@@ -467,14 +468,9 @@ class PipelinedBlobWriter(BlobWriter):
 
     # With the lock held ---------------------------------------------------
 
-    def _backlog(self) -> int:
-        return self._queued - min(lane.done for lane in self._lanes)
-
-    def _idle(self) -> bool:
-        return not any(lane.scheduled or lane.chunks for lane in self._lanes)
-
-    def _nothing_in_hand(self) -> bool:
-        return not any(lane.running for lane in self._lanes)
+    def _drop(self) -> None:
+        self._waiting -= sum(len(chunk) for chunk in self._chunks)
+        self._chunks.clear()
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
@@ -523,7 +519,7 @@ class BlobStore:
     def stop(self) -> None:
         """Stop the hashing threads; uploads still being written fail.
 
-        Blocking, but briefly: lanes drop the work they have not started.
+        Blocking, but briefly: writers drop the work they have not started.
         """
         if self._pipeline is not None and self._pipeline.threads.started:
             self._pipeline.stopping = True
@@ -535,14 +531,18 @@ class BlobStore:
 
     def writer(
         self,
+        also: Collection[str] = (),
         pause: Callable[[], object] = _nothing,
         resume: Callable[[], object] = _nothing,
     ) -> BlobWriter:
-        """A new temp blob; ``pause``/``resume`` the data's producer (pipelined only)."""
+        """A new temp blob hashed with sha256 and the digests in ``also``.
+
+        ``pause``/``resume`` the data's producer (pipelined only).
+        """
         path = self.tmp / f"upload-{uuid.uuid4().hex}{TEMP_SUFFIX}"
         if self._pipeline is None:
-            return BlobWriter(path)
-        return PipelinedBlobWriter(path, self._pipeline, pause=pause, resume=resume)
+            return BlobWriter(path, also)
+        return PipelinedBlobWriter(path, self._pipeline, also=also, pause=pause, resume=resume)
 
     def path_for(self, sha256: str, suffix: str = "") -> Path:
         if not _is_sha256(sha256):

@@ -7,7 +7,8 @@ kind of source). Both go through one :class:`UploadReceiver`, created as soon
 as a request's headers are in. It checks the token and the source first,
 holding back (and pausing) the first body bytes meanwhile; then every body
 chunk goes through the push multipart parser, small form fields are kept, and
-the ``content`` part is hashed and written straight to a temp blob. When the
+the ``content`` part is hashed and written straight to a temp blob (which
+digests, :func:`digests_to_compute` decides from the fields before it). When the
 body is complete, ``finish`` hands a :class:`ReceivedUpload` to the route's
 :class:`Publisher` (the ecosystem's checks, the record, the blob's rename into
 place). Any failure or a disconnect removes the temp file: a refused upload
@@ -17,7 +18,7 @@ leaves no file and no row behind.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,7 +28,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
 from pm.auth import LOCAL_ADMIN, Principal, TokenChecker
-from pm.blobs import BlobStore, BlobWriter, Digests, RunInThread
+from pm.blobs import BLAKE2_256, MD5, SHA256, BlobStore, BlobWriter, Digests, RunInThread
 from pm.catalog import Catalog, Source
 from pm.errors import (
     BadUpload,
@@ -55,7 +56,7 @@ MAX_PARTS = 1000
 # connection is paused, so a slow database never means a large buffer.
 PENDING_LIMIT = 256 * 1024
 
-DIGEST_FIELDS = {"md5_digest": "md5", "sha256_digest": "sha256", "blake2_256_digest": "blake2_256"}
+DIGEST_FIELDS = {"md5_digest": MD5, "sha256_digest": SHA256, "blake2_256_digest": BLAKE2_256}
 ADDED, UNCHANGED, REPLACED = "added", "unchanged", "replaced"
 
 
@@ -117,8 +118,7 @@ class ReceivedUpload:
     signature: bytes | None = field(repr=False)
 
     def field(self, name: str) -> str | None:
-        values = self.fields.get(name)
-        return values[0].strip() if values else None
+        return _first(self.fields, name)
 
     def required(self, name: str) -> str:
         value = self.field(name)
@@ -135,6 +135,10 @@ class ReceivedUpload:
 class Publisher(Protocol):
     """What an upload route does with a complete upload, for one kind of source."""
 
+    # Digests it records whatever the client sent (R's PACKAGES publishes md5),
+    # computed while the content streams in.
+    recorded_digests: frozenset[str]
+
     async def publish(self, upload: ReceivedUpload) -> PublishResult: ...
 
 
@@ -143,10 +147,38 @@ class Publisher(Protocol):
 PublisherFor = Callable[[str, Source], Publisher]
 
 
+def _first(fields: Mapping[str, list[str]], name: str) -> str | None:
+    """A form field's value: its first one, stripped, as Warehouse reads it."""
+    values = fields.get(name)
+    return values[0].strip() if values else None
+
+
+def digests_to_compute(fields: Mapping[str, list[str]]) -> frozenset[str]:
+    """The digests besides sha256 to compute for the content part, from the fields before it.
+
+    sha256 is always computed: it names the blob and the index publishes it.
+    Once the client's sha256 matches, the stored bytes are exactly the bytes
+    it hashed, so its md5 and blake2b match by construction: checking them
+    would cost CPU and add no safety (twine and uv publish send
+    ``sha256_digest`` before the content). Without it, the strongest digest
+    given is verified: blake2b if it came first. A form may also carry its
+    digest fields after the file, and a field's value is its first one, so
+    with neither here anything that comes later must be checkable: both are
+    computed.
+    """
+    if _first(fields, "sha256_digest"):
+        return frozenset()
+    if _first(fields, "blake2_256_digest"):
+        return frozenset({BLAKE2_256})
+    return frozenset({BLAKE2_256, MD5})
+
+
 async def content_digests(upload: ReceivedUpload, in_thread: RunInThread, log: Logger,
                           *, require_digest: bool) -> Digests:
     """Wait for the content to be written, then check the digests the client sent.
 
+    Every digest sent that was computed is checked: by :func:`digests_to_compute`
+    that is sha256 whenever it is given, else the strongest one given.
     Warehouse requires at least one digest; ``rspm add`` sends sha256 but the
     API does not insist.
     """
@@ -165,9 +197,9 @@ async def content_digests(upload: ReceivedUpload, in_thread: RunInThread, log: L
             "Include at least one message digest (md5_digest, sha256_digest or "
             "blake2_256_digest)."
         )
-    computed = digests.__dict__
     for field_name, value in given.items():
-        if value and value.lower() != computed[DIGEST_FIELDS[field_name]]:
+        computed: str | None = getattr(digests, DIGEST_FIELDS[field_name])
+        if value and computed is not None and value.lower() != computed:
             raise BadUpload(
                 f"The digest supplied does not match a digest calculated from the "
                 f"uploaded file ({field_name})."
@@ -404,7 +436,10 @@ class UploadReceiver:
             if not headers.filename:
                 raise BadUpload("the 'content' part has no filename")
             self._filename = headers.filename
-            self._writer = self._service.blobs.writer(pause=self._hold, resume=self._release)
+            assert self._publisher is not None, "parts are parsed once authorised"
+            self._writer = self._service.blobs.writer(
+                digests_to_compute(self.fields) | self._publisher.recorded_digests,
+                pause=self._hold, resume=self._release)
             self._part = "content"
         elif headers.name == "gpg_signature":
             if self._signature is not None:

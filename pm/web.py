@@ -88,7 +88,7 @@ class StreamingRequest(server.Request):
         """Read the upload's connection UPLOAD_READ_SIZE at a time, for this request only.
 
         Twisted reads 64 KiB at a time; each read costs a trip through the HTTP
-        channel, the parser and the writer's lanes, which at gigabytes is most
+        channel, the parser and the writer, which at gigabytes is most
         of the reactor's work. Only once the token is accepted, so a client
         without one still gets at most a 64 KiB read past the held-back bytes.
         """

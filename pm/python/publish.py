@@ -11,6 +11,7 @@ rest; and only ``rspm add`` may replace a file with other contents.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 
 from twisted.logger import Logger
@@ -31,6 +32,9 @@ from pm.upload import (
 )
 
 FILETYPES = ("sdist", "bdist_wheel")
+# An R source package's name, {pkg}_{version}.tar.gz: said so when such a file
+# is refused by a Python source, rather than only that it is a bad sdist.
+_LOOKS_LIKE_R = re.compile(r"[A-Za-z][A-Za-z0-9.]*[A-Za-z0-9]_\d+([.-]\d+)+\.tar\.gz")
 
 
 class PythonPublisher:
@@ -96,8 +100,9 @@ class PythonPublisher:
             python_version=dist.python_version,
             size=digests.size,
             sha256=digests.sha256,
-            blake2_256=digests.blake2_256,
-            md5=digests.md5,
+            # Empty when not computed: a matching sha256 left them nothing to add.
+            blake2_256=digests.blake2_256 or "",
+            md5=digests.md5 or "",
             requires_python=metadata.requires_python,
             summary=metadata.summary,
             metadata_sha256=metadata_sha,
@@ -159,6 +164,8 @@ class PythonPublisher:
 class _WarehouseForm:
     """Warehouse's legacy upload API, as twine and uv publish fill it in."""
 
+    recorded_digests: frozenset[str] = frozenset()
+
     def __init__(self, publisher: PythonPublisher) -> None:
         self._publisher = publisher
 
@@ -192,19 +199,27 @@ class _WarehouseForm:
 class _AddForm:
     """``rspm add``: the file alone, its name saying the project and version."""
 
+    recorded_digests: frozenset[str] = frozenset()
+
     def __init__(self, publisher: PythonPublisher) -> None:
         self._publisher = publisher
 
     async def publish(self, upload: ReceivedUpload) -> PublishResult:
         filename, _ = upload.content()
-        dist = dists.parse_filename(filename)
         replace = upload.field("replace") == "true"
         try:
-            result = await self._publisher.publish(upload, dist, require_digest=False,
-                                                   replace=replace)
+            dist = dists.parse_filename(filename)
+            return await self._publisher.publish(upload, dist, require_digest=False,
+                                                 replace=replace)
         except AlreadyExists as e:
             raise Conflict(f"{e.message}; add it with --replace to replace it") from None
-        return result
+        except BadUpload as e:
+            if _LOOKS_LIKE_R.fullmatch(filename):
+                raise BadUpload(
+                    f"source '{upload.source.name}' holds Python packages, and "
+                    f"{filename!r} looks like an R source package: add it to an R (local) "
+                    f"source ({e.message})") from None
+            raise
 
 
 def _place_all(

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from twisted.logger import Logger
 
-from pm.blobs import BlobStore, RunInThread
+from pm.blobs import MD5, BlobStore, RunInThread
 from pm.errors import AlreadyExists, BadUpload, Conflict
 from pm.r import description
 from pm.r.files import RFiles, RPackageFile
@@ -22,6 +22,8 @@ class RPublisher:
     """Checks and records R source packages."""
 
     log = Logger()
+    # md5 whatever the client sent: PACKAGES publishes it as MD5sum.
+    recorded_digests = frozenset({MD5})
 
     def __init__(self, files: RFiles, blobs: BlobStore, clock: Callable[[], float],
                  in_thread: RunInThread) -> None:
@@ -39,6 +41,7 @@ class RPublisher:
                             "send the R package without its .asc")
         replace = upload.field("replace") == "true"
         digests = await content_digests(upload, self.in_thread, self.log, require_digest=False)
+        assert digests.md5 is not None, "recorded_digests asks the writer for it"
 
         def result(status: str) -> PublishResult:
             return PublishResult(source.name, filename, name.package, name.version,

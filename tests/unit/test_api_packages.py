@@ -705,9 +705,6 @@ async def test_an_r_package_sent_to_a_python_source_is_refused(
     await harness.nothing_kept()
 
 
-@pytest.mark.xfail(strict=True, reason="pm bug: the Python add form reports an R tarball "
-                   "as a bad sdist (name or PKG-INFO) without saying the source takes "
-                   "Python packages only")
 @pytest.mark.parametrize("which", ["alpha", "beta"])
 @pytest_twisted.ensureDeferred
 async def test_an_r_package_sent_to_a_python_source_is_told_why(

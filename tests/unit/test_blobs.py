@@ -22,6 +22,8 @@ from twisted.python.threadpool import ThreadPool
 import pm.blobs as blobs_module
 from pm.assembly import BLOB_SUFFIXES
 from pm.blobs import (
+    BLAKE2_256,
+    MD5,
     PIPELINE_HIGH,
     PIPELINE_LOW,
     TEMP_SUFFIX,
@@ -37,6 +39,8 @@ from pm.testing import Clock
 NOW = 1_700_000_000.0
 # Deliberately uneven: empty writes, one byte, odd sizes, a large chunk, memoryviews.
 CHUNK_SIZES = (0, 1, 7, 0, 4096, 3, 65_537, 1, 100_000, 13)
+# Every digest a writer can compute besides sha256.
+ALL = (BLAKE2_256, MD5)
 
 
 def sample_data() -> bytes:
@@ -55,11 +59,13 @@ def chunks(data: bytes) -> list[bytes | memoryview]:
     return out
 
 
-def expected_digests(data: bytes) -> Digests:
+def expected_digests(data: bytes, also: tuple[str, ...] = ()) -> Digests:
+    """hashlib's sha256 of ``data``, and the digests in ``also``."""
     return Digests(
         sha256=hashlib.sha256(data).hexdigest(),
-        blake2_256=hashlib.blake2b(data, digest_size=32).hexdigest(),
-        md5=hashlib.md5(data).hexdigest(),
+        blake2_256=hashlib.blake2b(data, digest_size=32).hexdigest()
+        if BLAKE2_256 in also else None,
+        md5=hashlib.md5(data).hexdigest() if MD5 in also else None,
         size=len(data),
     )
 
@@ -94,27 +100,38 @@ def test_prepare_creates_files_and_tmp_directories(tmp_path: Path, clock: Clock)
     assert store.tmp.is_dir()
 
 
-def test_writer_digests_match_hashlib_over_uneven_chunks(blobs: BlobStore) -> None:
-    """Digests of data written in uneven chunks equal hashlib's over the whole data."""
+@pytest.mark.parametrize("also", [(), (MD5,), (BLAKE2_256,), ALL])
+def test_writer_digests_match_hashlib_over_uneven_chunks(
+    blobs: BlobStore, also: tuple[str, ...]
+) -> None:
+    """Digests of data written in uneven chunks equal hashlib's over the whole data:
+    sha256, and exactly the others asked for (those not asked for are None)."""
     data = sample_data()
     assert sum(len(c) for c in chunks(data)) == len(data)
-    writer = blobs.writer()
+    writer = blobs.writer(also)
     for chunk in chunks(data):
         writer.write(chunk)
     assert writer.size == len(data)
-    assert writer.digests() == expected_digests(data)
+    assert writer.digests() == expected_digests(data, also)
     writer.sync()
     assert writer.path.read_bytes() == data
     # Digests stay available after the file is closed.
-    assert writer.digests() == expected_digests(data)
+    assert writer.digests() == expected_digests(data, also)
 
 
 def test_writer_of_nothing_has_the_digests_of_empty_data(blobs: BlobStore) -> None:
     """A writer that received no bytes reports the digests of b'' and size 0."""
-    writer = blobs.writer()
+    writer = blobs.writer(ALL)
     writer.sync()
-    assert writer.digests() == expected_digests(b"")
+    assert writer.digests() == expected_digests(b"", ALL)
     assert writer.path.read_bytes() == b""
+
+
+def test_writer_refuses_an_unknown_digest_before_making_a_file(blobs: BlobStore) -> None:
+    """Asking for a digest no writer knows fails at once and leaves no temp file."""
+    with pytest.raises(KeyError):
+        blobs.writer(("sha1",))
+    assert files_under(blobs.tmp) == []
 
 
 def test_writer_creates_a_temp_file_in_tmp(blobs: BlobStore) -> None:
@@ -406,7 +423,7 @@ def test_sweep_without_a_tmp_directory_removes_nothing(tmp_path: Path, clock: Cl
     assert store.sweep(0) == 0
 
 
-# The pipelined writer: lanes on a shared thread pool ------------------------------
+# The pipelined writer: one job at a time on a shared thread pool ------------------
 
 
 class CallQueue:
@@ -490,7 +507,7 @@ def pool() -> Iterator[ThreadPool]:
 
 @pytest.fixture
 def reactor_calls() -> CallQueue:
-    """The calls the lanes hand to the reactor thread."""
+    """The calls the writers' jobs hand to the reactor thread."""
     return CallQueue()
 
 
@@ -507,7 +524,7 @@ def piped(tmp_path: Path, pool: ThreadPool, reactor_calls: CallQueue) -> BlobSto
 
 
 class Gate:
-    """A job that holds a pool thread until opened: lane jobs queue up behind it."""
+    """A job that holds a pool thread until opened: writers' jobs queue up behind it."""
 
     def __init__(self, pool: ThreadPool) -> None:
         self._open = threading.Event()
@@ -582,12 +599,12 @@ def test_pipelined_digests_match_hashlib(
 ) -> None:
     """Random data written in random chunk sizes: after drain() the digests equal
     hashlib's over the whole data and the file holds exactly the data."""
-    writer = shared_piped.writer()
+    writer = shared_piped.writer(ALL)
     try:
         for chunk in split(data, sizes):
             writer.write(chunk)
         writer.drain()
-        assert writer.digests() == expected_digests(data)
+        assert writer.digests() == expected_digests(data, ALL)
         writer.sync()
         assert writer.path.read_bytes() == data
     finally:
@@ -598,16 +615,16 @@ def test_pipelined_digests_match_hashlib(
 def test_pipelined_order_is_kept_over_many_small_chunks(
     piped: BlobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Thousands of tiny chunks, with lane jobs handing their thread back every
+    """Thousands of tiny chunks, with the job handing its thread back every
     few hundred bytes, still reach the file and every hasher in order."""
-    monkeypatch.setattr(blobs_module, "LANE_TURN", 300)
+    monkeypatch.setattr(blobs_module, "JOB_TURN", 300)
     data = sample_data()
-    writer = piped.writer()
+    writer = piped.writer(ALL)
     for chunk in split(data, [1, 2, 3, 5, 8, 13, 21, 34, 55, 89]):
         writer.write(chunk)
     writer.drain()
     assert writer.size == len(data)
-    assert writer.digests() == expected_digests(data)
+    assert writer.digests() == expected_digests(data, ALL)
     writer.sync()
     assert writer.path.read_bytes() == data
 
@@ -624,7 +641,7 @@ def test_pipelined_writer_of_nothing(piped: BlobStore) -> None:
 
 
 def test_pipelined_writer_copies_mutable_buffers(piped: BlobStore, pool: ThreadPool) -> None:
-    """A chunk the caller may reuse (a view of a bytearray) is copied before it waits in a lane."""
+    """A chunk the caller may reuse (a view of a bytearray) is copied before it waits."""
     writer = piped.writer()
     buffer = bytearray(b"a" * 100_000)
     gate, other = Gate(pool), Gate(pool)
@@ -639,7 +656,7 @@ def test_pipelined_writer_copies_mutable_buffers(piped: BlobStore, pool: ThreadP
 
 
 def test_digests_and_sync_need_drain_first(piped: BlobStore, pool: ThreadPool) -> None:
-    """digests() and sync() refuse to run while lanes still have work."""
+    """digests() and sync() refuse to run while the writer still has work."""
     writer = piped.writer()
     gate, other = Gate(pool), Gate(pool)
     try:
@@ -661,7 +678,7 @@ def test_backpressure_pauses_once_past_high_and_resumes_once_under_low(
 ) -> None:
     """With the only pool thread held, the backlog grows: pause() comes exactly
     when it passes PIPELINE_HIGH and only once; resume() comes once, through
-    call_from_thread, when the lanes have brought it under PIPELINE_LOW."""
+    call_from_thread, when the job has brought it under PIPELINE_LOW."""
     chunk = bytes(range(256)) * 256  # 64 KiB
     with started_pool(1) as pool:
         store = pipelined_store(tmp_path / "data", pool, reactor_calls)
@@ -684,7 +701,7 @@ def test_backpressure_pauses_once_past_high_and_resumes_once_under_low(
             assert reactor_calls.pending() == 0 and producer.resumes == 0
         finally:
             gate.open()
-        poll(lambda: reactor_calls.pending() > 0, "the lanes to ask for resume()")
+        poll(lambda: reactor_calls.pending() > 0, "the job to ask for resume()")
         assert producer.resumes == 0  # only ever on the reactor thread
         reactor_calls.run()
         assert producer.resumes == 1
@@ -699,8 +716,8 @@ def test_backpressure_pauses_once_past_high_and_resumes_once_under_low(
 
 def fill_until_paused(pool: ThreadPool, writer: BlobWriter, producer: Producer,
                       chunk: bytes) -> None:
-    """Write ``chunk`` while the lanes are held back until the writer pauses the
-    producer, then let the lanes go."""
+    """Write ``chunk`` while the pool is held back until the writer pauses the
+    producer, then let the pool go."""
     gate = Gate(pool)
     try:
         while not producer.paused:
@@ -721,7 +738,7 @@ def test_resume_waits_while_the_backlog_is_still_above_low(
         writer = store.writer(pause=producer.pause, resume=producer.resume)
         assert isinstance(writer, PipelinedBlobWriter)
         fill_until_paused(pool, writer, producer, chunk)
-        poll(lambda: reactor_calls.pending() > 0, "the lanes to ask for resume()")
+        poll(lambda: reactor_calls.pending() > 0, "the job to ask for resume()")
         gate = Gate(pool)
         try:
             for _ in range(PIPELINE_LOW // len(chunk) + 1):
@@ -742,7 +759,7 @@ def failing_write(file: Any, data: Any) -> None:
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
-def test_lane_error_surfaces_from_drain_and_from_a_later_write(
+def test_write_error_surfaces_from_drain_and_from_a_later_write(
     piped: BlobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A failing file write (a full disk) is raised by drain() and then by every
@@ -761,11 +778,11 @@ def test_lane_error_surfaces_from_drain_and_from_a_later_write(
     assert not writer.path.exists()
 
 
-def test_lane_error_stops_the_upload_early(
+def test_write_error_stops_the_upload_early(
     tmp_path: Path, reactor_calls: CallQueue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Once a lane has failed, the other lanes drop their backlog (so a paused
-    upload is resumed) and the next write() raises: the upload stops early."""
+    """Once a write has failed, the job drops the rest of the backlog (so a
+    paused upload is resumed) and the next write() raises: the upload stops early."""
     monkeypatch.setattr(blobs_module, "_write_all", failing_write)
     chunk = b"q" * 65_536
     with started_pool(1) as pool:
@@ -773,7 +790,7 @@ def test_lane_error_stops_the_upload_early(
         producer = Producer()
         writer = store.writer(pause=producer.pause, resume=producer.resume)
         fill_until_paused(pool, writer, producer, chunk)
-        poll(lambda: reactor_calls.pending() > 0, "the lanes to ask for resume()")
+        poll(lambda: reactor_calls.pending() > 0, "the job to ask for resume()")
         reactor_calls.run()
         assert not producer.paused
         with pytest.raises(OSError, match="No space left"):
@@ -785,7 +802,7 @@ def test_lane_error_stops_the_upload_early(
 def test_discard_with_queued_work_removes_the_file_at_once(
     tmp_path: Path, reactor_calls: CallQueue
 ) -> None:
-    """discard() while lanes have megabytes queued (none in hand) removes the file
+    """discard() while the writer has megabytes queued (none in hand) removes the file
     before returning, resumes a paused producer, and the queued jobs end
     without touching anything; a second discard() is harmless."""
     chunk = b"d" * 65_536
@@ -813,11 +830,11 @@ def test_discard_with_queued_work_removes_the_file_at_once(
             writer.write(b"late")
 
 
-def test_discard_during_a_stalled_write_leaves_cleanup_to_the_lane(
+def test_discard_during_a_stalled_write_leaves_cleanup_to_the_job(
     piped: BlobStore, pool: ThreadPool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """discard() does not wait long for a lane stuck in a write: it returns after
-    DISCARD_WAIT, and the lane removes the file when the write ends; then no job
+    """discard() does not wait long for a job stuck in a write: it returns after
+    DISCARD_WAIT, and the job removes the file when the write ends; then no job
     is left running."""
     entered, release = threading.Event(), threading.Event()
     real_write = blobs_module._write_all
@@ -836,18 +853,18 @@ def test_discard_during_a_stalled_write_leaves_cleanup_to_the_lane(
     try:
         writer.discard()
         assert time.monotonic() - started < 5
-        assert writer.path.exists()  # the lane still holds its chunk
+        assert writer.path.exists()  # the job still holds its chunk
         writer.discard()  # twice, still in flight: harmless
     finally:
         release.set()
-    poll(lambda: not writer.path.exists(), "the lane to remove the file")
+    poll(lambda: not writer.path.exists(), "the job to remove the file")
     poll(lambda: pool_idle(pool), "the pool to be idle")
     assert files_under(piped.root) == []
     writer.discard()
 
 
-def test_discard_while_lanes_run_is_safe(piped: BlobStore, pool: ThreadPool) -> None:
-    """discard() racing lanes that are busy with many chunks never raises, always
+def test_discard_while_jobs_run_is_safe(piped: BlobStore, pool: ThreadPool) -> None:
+    """discard() racing jobs that are busy with many chunks never raises, always
     removes the file, and leaves the pool idle."""
     data = os.urandom(65_536)
     for round_ in range(20):
@@ -864,19 +881,19 @@ def test_many_writers_share_a_pool_of_two_threads(
     piped: BlobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Forty uploads fed in turns, on a pool of only two threads and with short
-    lane turns, all end with the right digests and contents."""
-    monkeypatch.setattr(blobs_module, "LANE_TURN", 64 * 1024)
+    turns, all end with the right digests and contents."""
+    monkeypatch.setattr(blobs_module, "JOB_TURN", 64 * 1024)
     rng = random.Random(1234)
     contents = [rng.randbytes(rng.randrange(0, 600_000)) for _ in range(40)]
-    writers = [piped.writer() for _ in contents]
+    writers = [piped.writer(ALL[:i % 3]) for i in range(len(contents))]
     pieces = [split(data, [rng.randrange(1, 100_000)]) for data in contents]
     while any(pieces):
         for writer, queue in zip(writers, pieces, strict=True):
             if queue:
                 writer.write(queue.pop(0))
-    for writer, data in zip(writers, contents, strict=True):
+    for i, (writer, data) in enumerate(zip(writers, contents, strict=True)):
         writer.drain()
-        assert writer.digests() == expected_digests(data)
+        assert writer.digests() == expected_digests(data, ALL[:i % 3])
         writer.sync()
         assert writer.path.read_bytes() == data
         writer.discard()
@@ -901,7 +918,7 @@ def test_writing_without_running_threads_fails_cleanly(
 
 
 def test_stop_fails_uploads_in_flight_quickly(tmp_path: Path, reactor_calls: CallQueue) -> None:
-    """BlobStore.stop() makes the lanes drop queued work: a writer with megabytes
+    """BlobStore.stop() makes the writers drop queued work: a writer with megabytes
     queued fails with OSError instead of being written out, and stop() returns."""
     pool = ThreadPool(minthreads=0, maxthreads=1)
     store = pipelined_store(tmp_path / "data", pool, reactor_calls)
@@ -924,10 +941,10 @@ def test_stop_fails_uploads_in_flight_quickly(tmp_path: Path, reactor_calls: Cal
     store.stop()  # twice: harmless
 
 
-def test_write_lane_starts_writeback_as_it_goes(
+def test_writer_starts_writeback_as_it_goes(
     piped: BlobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The write lane asks for writeback of each WRITEBACK_EVERY bytes written, in
+    """The writer asks for writeback of each WRITEBACK_EVERY bytes written, in
     order and without gaps, so sync() at the end has only the tail to flush."""
     ranges: list[tuple[int, int]] = []
     real = blobs_module._start_writeback
@@ -950,4 +967,36 @@ def test_write_lane_starts_writeback_as_it_goes(
         assert next_offset == offset + length
     assert all(length >= 100_000 for _, length in ranges)
     assert len(data) - sum(length for _, length in ranges) < 100_000
+    writer.discard()
+
+
+def test_small_chunks_queued_together_are_written_in_batches(
+    piped: BlobStore, pool: ThreadPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small chunks waiting in the queue are joined into writes of up to JOB_BATCH
+    bytes (one system call and one hash update each), in order; a chunk that
+    does not fit waits for the next batch."""
+    sizes: list[int] = []
+    real = blobs_module._write_all
+
+    def recording(file: Any, data: Any) -> None:
+        sizes.append(len(data))
+        real(file, data)
+
+    monkeypatch.setattr(blobs_module, "_write_all", recording)
+    monkeypatch.setattr(blobs_module, "JOB_BATCH", 100_000)
+    data = sample_data()  # 192,000 bytes
+    writer = piped.writer(ALL)
+    gate, other = Gate(pool), Gate(pool)
+    try:
+        for chunk in split(data, [10_000]):
+            writer.write(chunk)
+    finally:
+        gate.open()
+        other.open()
+    writer.drain()
+    assert sizes == [100_000, 92_000]
+    assert writer.digests() == expected_digests(data, ALL)
+    writer.sync()
+    assert writer.path.read_bytes() == data
     writer.discard()

@@ -14,6 +14,7 @@ import base64
 import hashlib
 import io
 import json
+import tarfile
 import tracemalloc
 import uuid
 import zipfile
@@ -33,11 +34,18 @@ from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
 
 from pm.auth import Principal, TokenChecker
-from pm.blobs import PIPELINE_HIGH
+from pm.blobs import BLAKE2_256, MD5, PIPELINE_HIGH
 from pm.housekeeping import Swept
 from pm.python.files import PythonFile, PythonFiles
 from pm.tokens import Grant, TokenAuthority, generate_key
-from pm.upload import MAX_FIELD, MAX_PARTS, PENDING_LIMIT, UploadService, UploadTarget
+from pm.upload import (
+    MAX_FIELD,
+    MAX_PARTS,
+    PENDING_LIMIT,
+    UploadService,
+    UploadTarget,
+    digests_to_compute,
+)
 from pm.web import MAX_BODY, UPLOAD_READ_SIZE, RequestFactory, StreamingRequest
 from tests.support.packages import (
     build_sdist,
@@ -543,7 +551,7 @@ async def test_body_never_accumulates_in_memory(
     assert peak < bound < len(raw) / 2, f"{peak} bytes allocated streaming {len(raw)} bytes"
     # Before the body is complete, the temp file already holds what has arrived.
     await wait_until(lambda: env.temp_files()[0].stat().st_size > 16 << 20,
-                     what="the hashing lanes to write what has arrived")
+                     what="the hashing job to write what has arrived")
     conn.protocol.dataReceived(raw[tail:])
     response = await conn.final()
     assert response.status == 200, response
@@ -710,6 +718,139 @@ async def test_a_signed_upload_losing_to_an_identical_unsigned_one_adds_its_sign
     assert env.temp_files() == []
 
 
+# Which digests are computed and checked ----------------------------------------------
+
+
+@pytest.mark.parametrize(("before", "computed"), [
+    ({"sha256_digest": "ab"}, set()),
+    ({"sha256_digest": "ab", "md5_digest": "cd", "blake2_256_digest": "ef"}, set()),
+    ({"blake2_256_digest": "ef", "md5_digest": "cd"}, {BLAKE2_256}),
+    ({"md5_digest": "cd"}, {BLAKE2_256, MD5}),
+    ({}, {BLAKE2_256, MD5}),
+    # A field's value is its first one: an empty first value is no digest.
+    ({"sha256_digest": " "}, {BLAKE2_256, MD5}),
+], ids=["sha256", "all-three", "blake2-and-md5", "md5", "none-yet", "empty-sha256"])
+def test_digests_to_compute_follow_the_fields_before_the_content(
+    before: dict[str, str], computed: set[str]
+) -> None:
+    """Only sha256 once the client sent one; else blake2b when it was sent; else both,
+    as whatever arrives after the content must still be checkable."""
+    assert digests_to_compute({k: [v] for k, v in before.items()}) == computed
+
+
+async def upload_ok(server: Server, upload: Upload) -> Response:
+    conn = server.connect()
+    conn.send(upload.raw(), 65_536)
+    response = await conn.final()
+    assert response.status == 200, response
+    return response
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_matching_sha256_leaves_md5_and_blake2_unchecked(
+    env: AppEnv, server: Server, dist: Path
+) -> None:
+    """With a matching sha256_digest the stored bytes are the client's, so md5 and
+    blake2b are neither computed nor checked (wrong ones are accepted) and the row
+    records them empty; the published sha256 is the file's."""
+    source = await env.python_source()
+    path = build_wheel(dist)
+    upload = wheel_upload(path, source.name, await env.source_token(source))
+    upload = _set_field(_set_field(upload, "md5_digest", "0" * 32), "blake2_256_digest", "0" * 64)
+
+    await upload_ok(server, upload)
+
+    (row,) = await env.python_rows()
+    assert (row["sha256"], row["blake2_256"], row["md5"]) == (
+        digests(path)["sha256_digest"], "", "")
+    assert env.blobs.path_for(row["sha256"]).read_bytes() == path.read_bytes()
+
+
+@pytest.mark.parametrize(("sent", "recorded"), [
+    (("md5_digest",), ("blake2_256_digest", "md5_digest")),
+    (("blake2_256_digest",), ("blake2_256_digest",)),
+    (("blake2_256_digest", "md5_digest"), ("blake2_256_digest",)),
+], ids=["md5", "blake2", "blake2-and-md5"])
+@pytest_twisted.ensureDeferred
+async def test_without_sha256_the_strongest_digest_is_checked_and_recorded(
+    env: AppEnv, server: Server, dist: Path, sent: tuple[str, ...], recorded: tuple[str, ...]
+) -> None:
+    """Without sha256_digest the digests computed (blake2b alone when it is sent, else
+    both) are checked and recorded, the others left empty; sha256 is still the file's."""
+    source = await env.python_source()
+    path = build_wheel(dist)
+    upload = wheel_upload(path, source.name, await env.source_token(source))
+    upload = replace(upload, fields=[(k, v) for k, v in upload.fields
+                                     if not k.endswith("_digest") or k in sent])
+
+    await upload_ok(server, upload)
+
+    (row,) = await env.python_rows()
+    real = digests(path)
+    assert row["sha256"] == real["sha256_digest"]
+    for field_name, column in (("blake2_256_digest", "blake2_256"), ("md5_digest", "md5")):
+        assert row[column] == (real[field_name] if field_name in recorded else "")
+
+
+@pytest_twisted.ensureDeferred
+async def test_digests_after_the_content_are_checked(
+    env: AppEnv, server: Server, dist: Path
+) -> None:
+    """A form whose digest fields all come after the file (twine and uv send them
+    first) is checked as well: its right digests are accepted and recorded."""
+    source = await env.python_source()
+    path = build_wheel(dist)
+    upload = digests_after_content(wheel_upload(path, source.name,
+                                                await env.source_token(source)))
+
+    await upload_ok(server, upload)
+
+    (row,) = await env.python_rows()
+    real = digests(path)
+    assert (row["sha256"], row["blake2_256"], row["md5"]) == (
+        real["sha256_digest"], real["blake2_256_digest"], real["md5_digest"])
+
+
+def r_tarball(directory: Path, package: str = "hello", version: str = "1.0.0") -> Path:
+    """A minimal R source package: ``{package}/DESCRIPTION`` in a tar.gz."""
+    path = directory / f"{package}_{version}.tar.gz"
+    description = (f"Package: {package}\nVersion: {version}\nTitle: Hello\n"
+                   f"License: MIT\n").encode()
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in ((f"{package}/DESCRIPTION", description),
+                           (f"{package}/R/hello.R", b"hello <- function() 'hello'\n" * 500)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize("sent", [("sha256_digest",), ()], ids=["sha256", "no-digest"])
+@pytest_twisted.ensureDeferred
+async def test_an_r_package_records_its_md5_whatever_the_client_sent(
+    env: AppEnv, server: Server, dist: Path, sent: tuple[str, ...]
+) -> None:
+    """An R package added with only a sha256 (what ``rspm add`` sends), or no digest,
+    still records the tarball's md5, which PACKAGES publishes as MD5sum."""
+    source = await env.r_source()
+    token = await env.source_token(source)
+    path = r_tarball(dist)
+    real = digests(path)
+    body, content_type = multipart_body([(k, real[k]) for k in sent],
+                                        [("content", path.name, path.read_bytes())], BOUNDARY)
+    conn = server.connect()
+
+    conn.send(request_head(f"/__api__/sources/{source.name}/packages",
+                           content_type=content_type, token=None, length=len(body),
+                           extra=(f"Authorization: Bearer {token}",)) + body, 997)
+    response = await conn.final()
+
+    assert response.status == 201, response
+    rows = await env.database.read(lambda tx: tx.all("SELECT sha256, md5 FROM r_packages"))
+    assert rows == [{"sha256": real["sha256_digest"], "md5": real["md5_digest"]}]
+    assert env.temp_files() == []
+
+
 # Refused uploads -------------------------------------------------------------------
 
 
@@ -866,6 +1007,40 @@ async def _no_digest(env: AppEnv, upload: Upload, dist: Path) -> Upload:
     return replace(upload, fields=fields)
 
 
+def _only_digest(name: str, value: str) -> Callable[[AppEnv, Upload, Path], Awaitable[Upload]]:
+    """Send ``name`` (set to ``value``) as the only digest."""
+    async def change(env: AppEnv, upload: Upload, dist: Path) -> Upload:
+        stripped = await _no_digest(env, upload, dist)
+        return replace(stripped, fields=[*stripped.fields, (name, value)])
+    return change
+
+
+def digests_after_content(upload: Upload, changes: dict[str, str] | None = None,
+                          only: tuple[str, ...] | None = None) -> Upload:
+    """The same form with its digest fields (those in ``only``, values changed by
+    ``changes``) sent after the content part instead of before it."""
+    sent = [(k, (changes or {}).get(k, v)) for k, v in upload.fields
+            if k.endswith("_digest") and (only is None or k in only)]
+    body, _ = multipart_body([(k, v) for k, v in upload.fields if not k.endswith("_digest")],
+                             upload.files, BOUNDARY)
+    closing = f"--{BOUNDARY}--\r\n".encode()
+    assert body.endswith(closing)
+    trailing = b"".join(
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+        for k, v in sent)
+    return replace(upload, body=body[:-len(closing)] + trailing + closing)
+
+
+def _after_content(**changes: str) -> Callable[[AppEnv, Upload, Path], Awaitable[Upload]]:
+    """Digests after the content, ``changes`` (field=value) applied; a field set to
+    "" is left out."""
+    async def change(env: AppEnv, upload: Upload, dist: Path) -> Upload:
+        only = tuple(k for k, _ in upload.fields
+                     if k.endswith("_digest") and changes.get(k) != "")
+        return digests_after_content(upload, changes, only)
+    return change
+
+
 WHEEL = "example_package-1.0.0-py3-none-any.whl"
 
 REFUSED = {
@@ -877,9 +1052,16 @@ REFUSED = {
     "body-with-another-boundary": Case(400, "multipart", _other_boundary),
     "truncated-body": Case(400, "truncated multipart body", _truncated),
     "md5-mismatch": Case(400, "does not match a digest calculated from the uploaded file "
-                              "(md5_digest)", _field("md5_digest", "0" * 32)),
+                              "(md5_digest)", _only_digest("md5_digest", "0" * 32)),
     "sha256-mismatch": Case(400, "(sha256_digest)", _field("sha256_digest", "0" * 64)),
-    "blake2-mismatch": Case(400, "(blake2_256_digest)", _field("blake2_256_digest", "0" * 64)),
+    "blake2-mismatch": Case(400, "(blake2_256_digest)",
+                            _only_digest("blake2_256_digest", "0" * 64)),
+    "sha256-mismatch-after-content": Case(400, "(sha256_digest)",
+                                          _after_content(sha256_digest="0" * 64)),
+    "blake2-mismatch-after-content": Case(400, "(blake2_256_digest)", _after_content(
+        sha256_digest="", blake2_256_digest="0" * 64)),
+    "md5-mismatch-after-content": Case(400, "(md5_digest)", _after_content(
+        sha256_digest="", blake2_256_digest="", md5_digest="0" * 32)),
     "no-digest": Case(400, "Include at least one message digest", _no_digest),
     "slash-in-filename": Case(400, "'/' or '\\' in the name", _rename(f"dist/{WHEEL}")),
     # In a quoted-string "\\" is an escaped backslash: the filename holds one.

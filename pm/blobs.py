@@ -3,6 +3,10 @@
 A blob is written to a temp file in ``DataDir/tmp`` (the same file system as its
 final place), hashed as it is written, fsynced, then renamed into
 ``DataDir/files``. A crash leaves at most a temp file, which the sweep removes.
+Its writer holds an advisory lock (``flock``) on the temp file from creating it
+until it is renamed into place or removed, so the sweep tells a dead writer's
+file (it can take the lock) from a live one's, in this process or another
+sharing DataDir, and removes the former at once rather than after ``TempMaxAge``.
 
 Blobs are shared: two sources may hold the same wheel, two wheels the same
 metadata. So nothing removes a blob when one user of it goes (a deleted source,
@@ -21,6 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
+import fcntl
 import hashlib
 import os
 import sys
@@ -36,6 +42,13 @@ from twisted.internet.defer import Deferred
 from twisted.python.threadpool import ThreadPool
 
 TEMP_SUFFIX = ".part"
+# Temp files whose writer holds a lock on them while it lives.
+_LOCKED_PREFIXES = ("upload-", "small-")
+# Errors of a file system that has no flock: its temp files go by age alone.
+_NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS)
+# How often a writer creates its temp file again if a sweep removed it between
+# its creation and its lock (the sweep saw a file nobody held).
+_CREATE_ATTEMPTS = 3
 # A blob collect() moved into tmp/ while it decides: collect-<sha256><suffix>-<id>.part
 _ASIDE_PREFIX = "collect-"
 
@@ -120,6 +133,33 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
         _SYNC_FILE_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
+def _create_locked(path: Path) -> BinaryIO:
+    """Create ``path`` (it must not exist) and hold an exclusive flock on it.
+
+    Between the creation and the lock a sweep may find the file unheld and
+    remove it: then the file is created again, so a writer never writes to a
+    file no longer in tmp/. The lock is waited for, not tried: on a new file
+    only such a sweep can hold it, and only while it unlinks. On a file system
+    without flock the file is returned unlocked (the sweep goes by age there).
+    """
+    for _ in range(_CREATE_ATTEMPTS):
+        file: BinaryIO = open(path, "xb", buffering=0)  # noqa: SIM115
+        try:
+            try:
+                fcntl.flock(file.fileno(), fcntl.LOCK_EX)
+            except OSError as e:
+                if e.errno not in _NO_FLOCK:
+                    raise
+                return file
+            if os.fstat(file.fileno()).st_nlink > 0:
+                return file
+        except BaseException:
+            file.close()
+            raise
+        file.close()
+    raise OSError(errno.EAGAIN, "the temp file was removed as soon as it was created", str(path))
+
+
 def _write_all(file: BinaryIO, data: Chunk) -> None:
     view = memoryview(data)
     while view:
@@ -177,7 +217,8 @@ class BlobWriter:
     def __init__(self, path: Path, also: Collection[str] = ()) -> None:
         self.path = path
         self._hashers = {name: _HASHERS[name]() for name in (SHA256, *also)}
-        self._file: BinaryIO | None = open(path, "xb", buffering=0)  # noqa: SIM115
+        # Open (and so locked) until discard(): a synced file is still to be placed.
+        self._file: BinaryIO | None = _create_locked(path)
         self.size = 0
         # How many of the bytes written writeback was started for.
         self._flushed = 0
@@ -204,19 +245,22 @@ class BlobWriter:
         return Digests(found[SHA256], self.size, found.get(BLAKE2_256), found.get(MD5))
 
     def sync(self) -> None:
-        """Flush to stable storage and close; blocking, so call it in a thread."""
+        """Flush to stable storage; blocking, so call it in a thread.
+
+        The file stays open, and locked, until ``discard()``: the sweep must not
+        take it for an abandoned one while it waits to be placed.
+        """
         if self._file is not None:
             os.fsync(self._file.fileno())
-            self._file.close()
-            self._file = None
 
     def discard(self) -> None:
+        """Remove the temp file if it is still in tmp/ (not placed), and close it."""
         file, self._file = self._file, None
         try:
+            self.path.unlink(missing_ok=True)
+        finally:
             if file is not None:
                 file.close()
-        finally:
-            self.path.unlink(missing_ok=True)
 
 
 class _Pipeline:
@@ -565,11 +609,15 @@ class BlobStore:
     def write_bytes(self, data: bytes, sha256: str, suffix: str) -> None:
         """Write a small blob (signature, metadata) atomically; blocking."""
         temp = self.tmp / f"small-{uuid.uuid4().hex}{TEMP_SUFFIX}"
-        with open(temp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        self.place(temp, sha256, suffix)
+        # Placed with the file open, so its lock keeps the sweep off until then.
+        with _create_locked(temp) as f:
+            try:
+                _write_all(f, data)
+                os.fsync(f.fileno())
+                self.place(temp, sha256, suffix)
+            except BaseException:
+                temp.unlink(missing_ok=True)
+                raise
 
     def stale(self, max_age: float) -> list[StoredBlob]:
         """Blobs not placed for ``max_age`` seconds: what ``collect`` may remove; blocking."""
@@ -617,13 +665,16 @@ class BlobStore:
         return removed
 
     def sweep(self, max_age: float) -> int:
-        """Remove temp files untouched for ``max_age`` seconds; return how many.
+        """Remove abandoned temp files; return how many.
 
-        An upload in progress keeps touching its file, so only abandoned ones
-        (a crash, a killed process) are old; several nodes sharing DataDir are
-        safe for the same reason. A blob a ``collect`` set aside and never
-        decided about is put back in place, whatever its age (the next
-        collection decides again).
+        A writer's temp file (``upload-``, ``small-``) is removed as soon as no
+        one holds its lock, whatever its age: its writer died (a crash, a
+        killed process). One a live writer holds, in this process or another
+        node sharing DataDir, is left alone. Where the lock cannot be checked
+        (a file system without flock) and for any other temp file, age decides:
+        untouched for ``max_age`` seconds (an upload in progress keeps touching
+        its file). A blob a ``collect`` set aside and never decided about is
+        put back in place, whatever its age (the next collection decides again).
         """
         removed = 0
         limit = self._clock() - max_age
@@ -634,12 +685,40 @@ class BlobStore:
                 aside = _aside_blob(entry.name, self.suffixes)
                 if aside is not None:
                     os.replace(entry.path, self.path_for(aside.sha256, aside.suffix))
-                elif entry.stat().st_mtime < limit:
+                    continue
+                unheld = (_remove_if_unheld(Path(entry.path))
+                          if entry.name.startswith(_LOCKED_PREFIXES) else None)
+                if unheld is None and entry.stat().st_mtime < limit:
                     os.unlink(entry.path)
-                    removed += 1
+                    unheld = True
+                removed += bool(unheld)
             except FileNotFoundError:
                 continue
         return removed
+
+
+def _remove_if_unheld(path: Path) -> bool | None:
+    """Remove ``path`` if no one holds its lock: True if removed, False if held.
+
+    None if the file system cannot say (no flock). The lock is taken on a
+    description of its own (flock locks belong to one), and the file unlinked
+    while it is held, so its writer cannot be between creating and locking it
+    unnoticed (see :func:`_create_locked`). Raises FileNotFoundError if it went.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        except OSError as e:
+            if e.errno in _NO_FLOCK:
+                return None
+            raise
+        os.unlink(path)
+        return True
+    finally:
+        os.close(fd)
 
 
 def _subdirectories(path: Path) -> list[Path]:

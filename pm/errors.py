@@ -56,5 +56,9 @@ class StoreUnavailable(PackageManagerError):
     """The database cannot be reached; the request may succeed later."""
 
 
+class InsufficientStorage(PackageManagerError):
+    """The server's disk (or quota) is full; nothing of the request was kept."""
+
+
 class ConfigError(PackageManagerError):
     """The configuration file is missing or invalid."""

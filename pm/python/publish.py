@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from twisted.logger import Logger
 
+from pm.archives import quote
 from pm.auth import Principal
 from pm.blobs import BlobStore, BlobWriter, Digests, RunInThread
 from pm.catalog import Source
@@ -29,6 +30,7 @@ from pm.upload import (
     PublishResult,
     ReceivedUpload,
     content_digests,
+    storing,
 )
 
 FILETYPES = ("sdist", "bdist_wheel")
@@ -79,7 +81,7 @@ class PythonPublisher:
         if existing is not None and not replace:
             raise AlreadyExists(dist.filename, source.name)
 
-        await self.in_thread(writer.sync)
+        await storing(self.in_thread, writer.sync)
         metadata: dists.CoreMetadata = await self.in_thread(dists.inspect, writer.path, dist)
         signed: SignatureInfo | None = None
         if signature is not None:
@@ -114,7 +116,8 @@ class PythonPublisher:
             uploaded_by=principal.actor,
             details=metadata.details,
         )
-        await self.in_thread(_place_all, self.blobs, writer, record, metadata.raw, signature)
+        await storing(self.in_thread, _place_all, self.blobs, writer, record, metadata.raw,
+                      signature)
         # If recording fails (a lost race for the filename, the database gone)
         # the placed blobs stay for housekeeping to collect: another upload of
         # the same bytes may have placed them too and not be recorded yet, so
@@ -156,7 +159,7 @@ class PythonPublisher:
         if existing.signature_sha256 is not None:
             return False
         signature_sha = hashlib.sha256(signature).hexdigest()
-        await self.in_thread(self.blobs.write_bytes, signature, signature_sha, ".asc")
+        await storing(self.in_thread, self.blobs.write_bytes, signature, signature_sha, ".asc")
         return await self.files.add_signature(
             existing, signature_sha, signed.keyid, signed.trusted, principal.actor)
 
@@ -172,16 +175,18 @@ class _WarehouseForm:
     async def publish(self, upload: ReceivedUpload) -> PublishResult:
         action = upload.field(":action")
         if action != "file_upload":
-            raise BadUpload(f"Unknown :action '{action}'; only file_upload is supported.")
+            raise BadUpload(
+                f"Unknown :action {quote(action or '')}; only file_upload is supported.")
         if upload.field("protocol_version") not in (None, "1"):
             raise BadUpload("Unknown protocol version; only protocol_version 1 is supported.")
         name = upload.required("name")
         version = upload.required("version")
         filetype = upload.required("filetype")
         if filetype not in FILETYPES:
-            raise BadUpload(f"Unknown type of file '{filetype}' (valid: {', '.join(FILETYPES)}).")
+            raise BadUpload(
+                f"Unknown type of file {quote(filetype)} (valid: {', '.join(FILETYPES)}).")
         if not dists.is_valid_project_name(name):
-            raise BadUpload(f"'{name}' is an invalid value for name.")
+            raise BadUpload(f"{quote(name)} is an invalid value for name.")
         filename, _ = upload.content()
         dist = dists.parse_filename(filename)
         dists.check_form_agrees(dist, name=name, version=version, filetype=filetype,

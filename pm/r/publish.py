@@ -15,7 +15,7 @@ from pm.blobs import MD5, BlobStore, RunInThread
 from pm.errors import AlreadyExists, BadUpload, Conflict
 from pm.r import description
 from pm.r.files import RFiles, RPackageFile
-from pm.upload import UNCHANGED, PublishResult, ReceivedUpload, content_digests
+from pm.upload import UNCHANGED, PublishResult, ReceivedUpload, content_digests, storing
 
 
 class RPublisher:
@@ -53,7 +53,7 @@ class RPublisher:
         if existing is not None and not replace:
             raise Conflict(f"{AlreadyExists(filename, source.name).message}; "
                            "add it with --replace to replace it")
-        await self.in_thread(writer.sync)
+        await storing(self.in_thread, writer.sync)
         read: description.Description = await self.in_thread(
             description.inspect, writer.path, name)
         record = RPackageFile(
@@ -69,7 +69,7 @@ class RPublisher:
             uploaded_at=self.clock(),
             uploaded_by=principal.actor,
         )
-        await self.in_thread(self.blobs.place, writer.path, digests.sha256)
+        await storing(self.in_thread, self.blobs.place, writer.path, digests.sha256)
         # As for Python: a failed record leaves the placed blob to housekeeping.
         try:
             status = await self.files.put(record, source.name, replace=replace)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import sqlite3
 import stat
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -205,23 +205,24 @@ def test_sigterm_stops_cleanly(make_server: type[ServerProcess]) -> None:
 
 
 def test_abandoned_temp_files_are_removed_at_start(make_server: type[ServerProcess]) -> None:
-    """At start, temp uploads untouched for TempMaxAge (a crash) are removed; a recent one
-    (another node's upload in a shared DataDir) and files that are not ours are kept."""
+    """At start, temp uploads nobody holds (a crash, even a moment ago) are removed; one
+    whose writer holds its lock (another node's upload in a shared DataDir) and files
+    that are not ours are kept."""
     server = make_server(extra_config="[Storage]\nTempMaxAge = 30m\n")
     tmp = server.data_dir / "tmp"  # type: ignore[operator]
     tmp.mkdir(parents=True)
     orphan = tmp / "upload-crashed.part"
     orphan.write_bytes(b"half a wheel")
-    old = time.time() - 3600
-    os.utime(orphan, (old, old))
     live = tmp / "upload-in-progress.part"
     live.write_bytes(b"a wheel arriving")
     keep = tmp / "notes.txt"
     keep.write_text("not ours")
-    server.start()
-    assert not orphan.exists()
-    assert live.exists()
-    assert keep.exists()
+    with open(live, "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        server.start()
+        assert not orphan.exists()
+        assert live.exists()
+        assert keep.exists()
 
 
 def test_deleting_a_source_frees_its_files(make_server: type[ServerProcess],

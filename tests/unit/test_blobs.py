@@ -369,12 +369,13 @@ def test_sweep_puts_back_a_blob_collect_left_aside(blobs: BlobStore) -> None:
 
 
 def test_sweep_removes_only_old_temp_files(blobs: BlobStore) -> None:
-    """sweep() deletes '.part' files older than max_age and keeps fresh or other files."""
+    """sweep() deletes '.part' files no writer locks (uploads and small blobs) at once and
+    other '.part' files once older than max_age, and keeps fresh or other files."""
     max_age = 3600.0
-    old_part = _touch(blobs.tmp / f"upload-old{TEMP_SUFFIX}", NOW - max_age - 10)
+    old_part = _touch(blobs.tmp / f"orphan-old{TEMP_SUFFIX}", NOW - max_age - 10)
     old_small = _touch(blobs.tmp / f"small-old{TEMP_SUFFIX}", NOW - 10 * max_age)
-    fresh_part = _touch(blobs.tmp / f"upload-fresh{TEMP_SUFFIX}", NOW - max_age + 10)
-    future_part = _touch(blobs.tmp / f"upload-future{TEMP_SUFFIX}", NOW + 60)
+    fresh_part = _touch(blobs.tmp / f"orphan-fresh{TEMP_SUFFIX}", NOW - max_age + 10)
+    future_part = _touch(blobs.tmp / f"orphan-future{TEMP_SUFFIX}", NOW + 60)
     old_other = _touch(blobs.tmp / "notes.txt", NOW - 10 * max_age)
     old_blob = _touch(blobs.path_for("ab" * 32), NOW - 10 * max_age)
     old_part_in_files = _touch(blobs.files / f"stray{TEMP_SUFFIX}", NOW - 10 * max_age)
@@ -389,7 +390,7 @@ def test_sweep_removes_only_old_temp_files(blobs: BlobStore) -> None:
 
 def test_sweep_uses_the_injected_clock(blobs: BlobStore, clock: Clock) -> None:
     """The same file is kept or swept depending only on the injected clock's time."""
-    part = _touch(blobs.tmp / f"upload-x{TEMP_SUFFIX}", NOW - 100)
+    part = _touch(blobs.tmp / f"orphan-x{TEMP_SUFFIX}", NOW - 100)
     assert blobs.sweep(500) == 0
     assert part.exists()
     clock.now = NOW + 401
@@ -400,7 +401,7 @@ def test_sweep_uses_the_injected_clock(blobs: BlobStore, clock: Clock) -> None:
 
 def test_sweep_keeps_a_file_exactly_at_the_age_limit(blobs: BlobStore) -> None:
     """A temp file exactly max_age old is not yet abandoned (the limit is exclusive)."""
-    part = _touch(blobs.tmp / f"upload-edge{TEMP_SUFFIX}", NOW - 600)
+    part = _touch(blobs.tmp / f"orphan-edge{TEMP_SUFFIX}", NOW - 600)
     assert blobs.sweep(600) == 0
     assert part.exists()
 

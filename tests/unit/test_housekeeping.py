@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 
-from pm.blobs import TEMP_SUFFIX
 from pm.catalog import Source
 from pm.housekeeping import IN_USE_BATCH, Housekeeper, InUse, Swept
 from pm.python.files import PythonFile, PythonFiles
@@ -69,18 +68,22 @@ async def test_deleting_a_source_frees_only_what_nothing_else_uses(env: AppEnv) 
 
 @pytest_twisted.ensureDeferred
 async def test_new_unused_blobs_and_temp_files_are_kept(env: AppEnv) -> None:
-    """An unused blob or temp file younger than max_age (an upload between placing and
-    recording, or still being written) is kept; once old, both are removed."""
+    """An unused blob younger than max_age (an upload between placing and recording)
+    and an upload still being written (its writer holds the temp file) are kept; once
+    the blob is old and the writer gone, both are removed."""
     env.blobs.write_bytes(b"placed, not yet recorded", sha(b"placed, not yet recorded"), "")
-    part = env.blobs.tmp / f"upload-x{TEMP_SUFFIX}"
-    part.write_bytes(b"half an upload")
+    writer = env.blobs.writer()
+    writer.write(b"half an upload")
+    await in_thread(writer.drain)
+    part = writer.path
     env.clock.now = time.time() + 60  # a minute later: young, as max_age goes
     housekeeper = Housekeeper(env.blobs, in_use(env), in_thread, 3600)
 
     assert await housekeeper.run() == Swept(temp_files=0, blobs=0)
     assert len(env.stored_files()) == 1 and part.exists()
 
-    assert await env.housekeep() == Swept(temp_files=1, blobs=1)
+    writer.discard()
+    assert await env.housekeep() == Swept(temp_files=0, blobs=1)
     assert env.stored_files() == [] and not part.exists()
 
 

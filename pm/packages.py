@@ -114,14 +114,14 @@ def select_versions(name: str, selector: str, rows: Sequence[PackageRow],
                     key: VersionKey) -> list[str]:
     """The versions ``@all``, ``@current`` or ``@1.2.3`` names among ``rows``."""
     if not rows:
-        raise NotFound(f"no package '{name}' in this source")
+        raise NotFound(f"no package '{name[:100]}' in this source")
     versions = sorted({r.version for r in rows}, key=key)
     if selector == "all":
         return versions
     if selector == "current":
         current = current_version(rows, key)
         if current is None:
-            raise NotFound(f"package '{name}' has no current version (all are archived)")
+            raise NotFound(f"package '{name[:100]}' has no current version (all are archived)")
         return [current]
     if selector not in versions:
         raise NotFound(f"package '{name}' has no version '{selector[:80]}' "

@@ -17,6 +17,7 @@ leaves no file and no row behind.
 
 from __future__ import annotations
 
+import errno
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from pm.catalog import Catalog, Source
 from pm.errors import (
     BadUpload,
     Forbidden,
+    InsufficientStorage,
     NotFound,
     PackageManagerError,
     Unauthorized,
@@ -55,6 +57,10 @@ MAX_PARTS = 1000
 # Body bytes held in memory while the token is checked; past this the
 # connection is paused, so a slow database never means a large buffer.
 PENDING_LIMIT = 256 * 1024
+# Body bytes of a refused upload read and dropped, so a client that sends its
+# whole body before reading sees the answer; past this the answer goes out at
+# once and the connection is closed, so a refusal costs a bounded read.
+DRAIN_LIMIT = 1024 * 1024
 
 DIGEST_FIELDS = {"md5_digest": MD5, "sha256_digest": SHA256, "blake2_256_digest": BLAKE2_256}
 ADDED, UNCHANGED, REPLACED = "added", "unchanged", "replaced"
@@ -173,6 +179,22 @@ def digests_to_compute(fields: Mapping[str, list[str]]) -> frozenset[str]:
     return frozenset({BLAKE2_256, MD5})
 
 
+def storage_error(e: OSError) -> PackageManagerError:
+    """What the client is told when writing its upload failed."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientStorage("the server's disk is full; the upload was not stored")
+    return PackageManagerError("the server could not store the upload")
+
+
+async def storing(in_thread: RunInThread, work: Callable[..., object], *args: Any) -> None:
+    """Run a blocking write of an upload (fsync, rename into place) in a thread;
+    a failure is told as :func:`storage_error` tells it (507 for a full disk)."""
+    try:
+        await in_thread(work, *args)
+    except OSError as e:
+        raise storage_error(e) from None
+
+
 async def content_digests(upload: ReceivedUpload, in_thread: RunInThread, log: Logger,
                           *, require_digest: bool) -> Digests:
     """Wait for the content to be written, then check the digests the client sent.
@@ -187,7 +209,7 @@ async def content_digests(upload: ReceivedUpload, in_thread: RunInThread, log: L
         await in_thread(writer.drain)
     except OSError as e:
         log.error("writing upload failed: {e}", e=e)
-        raise PackageManagerError("the server could not store the upload") from None
+        raise storage_error(e) from None
     digests = writer.digests()
     if digests.size == 0:
         raise BadUpload("The uploaded file is empty.")
@@ -297,6 +319,7 @@ class UploadReceiver:
         self._error: PackageManagerError | None = None
         self._parser: MultipartParser | None = None
         self._received = False
+        self._drained = 0
         self.principal: Principal | None = None
         self.source: Source | None = None
         # What the multipart body carried.
@@ -374,6 +397,21 @@ class UploadReceiver:
 
         self._authorized.addCallback(accepted)
 
+    def when_refused(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` once the token or the source is refused (never if accepted)."""
+
+        def refused(result: None) -> None:
+            if self._error is not None:
+                callback()
+            return result
+
+        self._authorized.addCallback(refused)
+
+    @property
+    def drain_exhausted(self) -> bool:
+        """Whether a refused upload has had DRAIN_LIMIT body bytes dropped since."""
+        return self._drained > DRAIN_LIMIT
+
     # Body --------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
@@ -399,7 +437,9 @@ class UploadReceiver:
 
     def _deliver(self, data: bytes) -> None:
         if self._error is not None or self._parser is None:
-            return  # refused: drain the rest so the client reads our answer
+            # Refused: drain the rest so the client reads our answer.
+            self._drained += len(data)
+            return
         try:
             self._parser.feed(data)
         except MultipartError as e:
@@ -408,7 +448,7 @@ class UploadReceiver:
             self._fail(e)
         except OSError as e:
             self._service.log.error("writing upload failed: {e}", e=e)
-            self._fail(PackageManagerError("the server could not store the upload"))
+            self._fail(storage_error(e))
 
     def abort(self) -> None:
         """The request ended; if the upload was never finished, drop what it wrote."""

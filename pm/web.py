@@ -5,13 +5,20 @@ then parses multipart into memory. For an upload route this request keeps no
 body at all: from the moment the headers are in, each chunk goes to an
 :class:`~pm.upload.UploadReceiver`, which writes the file part to its blob as
 it arrives.
+
+An upload is refused as soon as its token or source is: a client that asked
+``Expect: 100-continue`` gets no 100 before the token is accepted, and the
+refusal is answered at once; a client that sends its body regardless has at
+most :data:`~pm.upload.DRAIN_LIMIT` of it read before the answer and the close.
 """
 
 from __future__ import annotations
 
 import io
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import unquote_to_bytes
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.web import http, server
 from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
@@ -38,6 +45,18 @@ class ReadSized(Protocol):
 MAX_BODY = 1024 * 1024
 # How much an upload's connection reads from its socket at a time.
 UPLOAD_READ_SIZE = 1024 * 1024
+# What the admin socket's requests are addressed to when they name no host.
+LOCAL_HOST = b"localhost"
+
+
+class _DropBody:
+    """The channel's body decoder once a refusal is answered: the rest is dropped."""
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+    def noMoreData(self) -> None:
+        pass
 
 
 class StreamingRequest(server.Request):
@@ -56,6 +75,11 @@ class StreamingRequest(server.Request):
         self.local_admin = local_admin
         self.upload: UploadReceiver | None = None
         self._too_large = False
+        self._length: int | None = None
+        self._body_read = 0
+        # The client waits for 100 Continue, which only an accepted token earns.
+        self._continue_held = False
+        self._answered_early = False
 
     def gotLength(self, length: int | None) -> None:
         # Method and path are only copied onto the request when the body is
@@ -69,6 +93,8 @@ class StreamingRequest(server.Request):
             self.content = io.BytesIO()
             return
         self.content = io.BytesIO()
+        self._length = length
+        self._hold_continue()
         transport = self.channel.transport
         assert transport is not None
         upload = self.upload = self._uploads.receive(
@@ -81,8 +107,47 @@ class StreamingRequest(server.Request):
         # Whatever ends the request (a response, a disconnect, a route that
         # never ran), an upload that did not complete leaves nothing behind.
         self.notifyFinish().addBoth(lambda _: upload.abort())
+        upload.when_authorized(self._send_continue)
+        upload.when_refused(self._refused)
         if isinstance(transport, ReadSized):
             self._read_large_once_authorized(upload, transport)
+
+    def _hold_continue(self) -> None:
+        """Keep the channel from sending 100 Continue as soon as the headers are in."""
+        expect = self.requestHeaders.getRawHeaders(b"expect")
+        if expect and expect[0].lower() == b"100-continue" \
+                and getattr(self.channel, "_version", b"") == b"HTTP/1.1":
+            self.requestHeaders.removeHeader(b"expect")
+            self._continue_held = True
+
+    def _send_continue(self) -> None:
+        if self._continue_held:
+            self._continue_held = False
+            channel: Any = self.channel
+            channel._send100Continue()
+
+    def _refused(self) -> None:
+        # With a body still to come a waiting client is answered now; with
+        # none the channel runs the request itself.
+        if self._continue_held and self._length != 0:
+            self._continue_held = False
+            self._answer_now()
+
+    def _answer_now(self) -> None:
+        """Run the refused upload's route before its body is in, then close the connection.
+
+        The rest of the body goes to a decoder that drops it; a decoder that is
+        still parsing this chunk must not report the body complete afterwards,
+        or the channel would run the request a second time.
+        """
+        self._answered_early = True
+        channel: Any = self.channel
+        if isinstance(channel._transferDecoder, http._ChunkedTransferDecoder):
+            channel._transferDecoder.finishCallback = lambda rest: None
+        channel._transferDecoder = _DropBody()
+        channel.persistent = False
+        self.setHeader(b"connection", b"close")
+        self.requestReceived(channel._command, channel._path, channel._version)
 
     def _read_large_once_authorized(self, upload: UploadReceiver, transport: ReadSized) -> None:
         """Read the upload's connection UPLOAD_READ_SIZE at a time, for this request only.
@@ -105,7 +170,14 @@ class StreamingRequest(server.Request):
 
     def handleContentChunk(self, data: bytes) -> None:
         if self.upload is not None:
+            if self._answered_early:
+                return
             self.upload.feed(data)
+            self._body_read += len(data)
+            # An identity body this chunk completes is answered by the channel.
+            if self.upload.drain_exhausted and (
+                    self._length is None or self._body_read < self._length):
+                self._answer_now()
         elif not self._too_large:
             assert self.content is not None
             if self.content.tell() + len(data) > MAX_BODY:
@@ -118,13 +190,34 @@ class StreamingRequest(server.Request):
 
     def process(self) -> None:
         if self._too_large:
-            self.setResponseCode(http.REQUEST_ENTITY_TOO_LARGE,
-                                 f"Request body over {MAX_BODY} bytes".encode())
-            self.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            self.write(f"413 request bodies are limited to {MAX_BODY} bytes here\n".encode())
-            self.finish()
+            self._answer_plain(http.REQUEST_ENTITY_TOO_LARGE,
+                               f"Request body over {MAX_BODY} bytes",
+                               f"request bodies are limited to {MAX_BODY} bytes here")
+            return
+        try:
+            # Klein answers such a path 400 too, but logs a traceback for each.
+            unquote_to_bytes(self.path).decode("utf-8")
+        except UnicodeDecodeError:
+            self._answer_plain(http.BAD_REQUEST, "URL not UTF-8",
+                               "the URL's %-escapes do not decode to UTF-8")
             return
         super().process()
+
+    def _answer_plain(self, code: int, phrase: str, message: str) -> None:
+        self.setResponseCode(code, phrase.encode())
+        self.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        self.setHeader(b"x-content-type-options", b"nosniff")
+        self.write(f"{code} {message}\n".encode())
+        self.finish()
+
+    def getRequestHostname(self) -> bytes:
+        # A request over the admin socket may name no host, and a UNIX
+        # address has none to fall back on.
+        if self.getHeader(b"host") is None \
+                and not isinstance(self.getHost(), IPv4Address | IPv6Address):
+            return LOCAL_HOST
+        host: bytes = super().getRequestHostname()
+        return host
 
 
 class RequestFactory:

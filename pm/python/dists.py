@@ -27,16 +27,15 @@ from typing import IO
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
     parse_sdist_filename,
     parse_wheel_filename,
 )
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 from pm.archives import (
     COMPRESSION_RATIO_MIN_SIZE,
     COMPRESSION_RATIO_THRESHOLD,
+    MAX_MEMBERS,
     check_compression_ratio,
     check_member_name,
     quote,
@@ -202,7 +201,8 @@ def parse_filename(filename: str) -> DistFilename:
 def _parse_wheel_filename(filename: str) -> DistFilename:
     try:
         _name, version, _build, _tags = parse_wheel_filename(filename)
-    except InvalidWheelFilename as exc:
+    # ValueError, as for versions: packaging lets a huge version escape as one.
+    except ValueError as exc:
         raise BadUpload(str(exc)) from None
     parts = filename[: -len(".whl")].split("-")
     # packaging accepts any Unicode word character and a leading or trailing
@@ -212,7 +212,8 @@ def _parse_wheel_filename(filename: str) -> DistFilename:
     python_tag, abi_tag, platform_tag = parts[-3:]
     for tag in (python_tag, abi_tag, platform_tag):
         if not all(_TAG_COMPONENT_RE.fullmatch(part) for part in tag.split(".")):
-            raise BadUpload(f"Invalid wheel filename (invalid tag {tag!r}): {quote(filename)}.")
+            raise BadUpload(
+                f"Invalid wheel filename (invalid tag {quote(tag)}): {quote(filename)}.")
     return DistFilename(
         filename=filename,
         project=normalize_name(parts[0]),
@@ -225,12 +226,12 @@ def _parse_wheel_filename(filename: str) -> DistFilename:
 def _parse_sdist_filename(filename: str) -> DistFilename:
     try:
         _name, version = parse_sdist_filename(filename)
-    except InvalidSdistFilename as exc:
+    except ValueError as exc:
         raise BadUpload(f"Invalid source distribution filename: {exc}") from None
     name_part = _sdist_stem(filename).rpartition("-")[0]
     if not is_valid_project_name(name_part):
         raise BadUpload(
-            f"Invalid source distribution filename: invalid project name {name_part!r} "
+            f"Invalid source distribution filename: invalid project name {quote(name_part)} "
             f"in {quote(filename)}."
         )
     return DistFilename(
@@ -252,7 +253,9 @@ def _sdist_stem(filename: str) -> str:
 def _parse_version(value: str, field: str) -> Version:
     try:
         return Version(value)
-    except InvalidVersion:
+    # ValueError, of which InvalidVersion is one: a run of more than 4,300
+    # digits exceeds Python's int conversion limit, which packaging lets escape.
+    except ValueError:
         raise BadUpload(
             f"{quote(value)} is an invalid value for {field}. "
             f"Error: Not a valid PEP 440 version. {_CORE_METADATA_HELP}"
@@ -276,7 +279,7 @@ def check_form_agrees(
     """
     if not is_valid_project_name(name):
         raise BadUpload(
-            f"{name!r} is an invalid value for Name. Error: Start and end with a letter "
+            f"{quote(name)} is an invalid value for Name. Error: Start and end with a letter "
             "or numeral containing only ASCII numeric and '.', '_' and '-'. " + _CORE_METADATA_HELP
         )
     form_version = _parse_version(version, "Version")
@@ -284,15 +287,15 @@ def check_form_agrees(
         _refuse_ambiguous_sdist(dist, name, form_version)
         prefix = normalize_name(name).replace("-", "_")
         raise BadUpload(
-            f"Start filename for {name!r} with {prefix!r} (got {quote(dist.filename)})."
+            f"Start filename for {quote(name)} with {quote(prefix)} (got {quote(dist.filename)})."
         )
     if form_version != Version(dist.version):
         raise BadUpload(
-            f"Version in filename should be {str(form_version)!r} not {dist.version!r}."
+            f"Version in filename should be {quote(str(form_version))} not {quote(dist.version)}."
         )
 
     if filetype not in _KNOWN_FILETYPES:
-        raise BadUpload(f"Unknown type of file: {filetype!r}.")
+        raise BadUpload(f"Unknown type of file: {quote(filetype)}.")
     if filetype != dist.filetype:
         extension = ".whl" if dist.filetype == FILETYPE_WHEEL else _sdist_extension(dist.filename)
         raise BadUpload(
@@ -311,7 +314,7 @@ def check_form_agrees(
     # and clients differ in the order they rebuild it in.
     if set(pyversion.split(".")) != set(dist.python_version.split(".")):
         raise BadUpload(
-            f"Python version {pyversion!r} does not match the python tag "
+            f"Python version {quote(pyversion)} does not match the python tag "
             f"{dist.python_version!r} of {quote(dist.filename)}."
         )
 
@@ -334,7 +337,7 @@ def _refuse_ambiguous_sdist(dist: DistFilename, name: str, form_version: Version
     alt_version = f"{version_head}-{version_tail}"
     try:
         same_version = Version(alt_version) == form_version
-    except InvalidVersion:
+    except ValueError:
         return
     if same_version and normalize_name(alt_name) == normalize_name(name):
         expected = (
@@ -448,10 +451,34 @@ def _parse_core_metadata(raw: bytes, source: str, dist: DistFilename) -> CoreMet
 def _open_zip(fileobj: IO[bytes]) -> zipfile.ZipFile:
     if not zipfile.is_zipfile(fileobj):
         raise _invalid("not a zip archive")
+    _check_zip_entry_count(fileobj)
     try:
-        return zipfile.ZipFile(fileobj)
+        archive = zipfile.ZipFile(fileobj)
     except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError, OSError):
         raise _invalid("not a zip archive") from None
+    # The count the end record states may understate the directory zipfile read.
+    if len(archive.infolist()) > MAX_MEMBERS:
+        archive.close()
+        raise _too_many_members()
+    return archive
+
+
+def _too_many_members() -> BadUpload:
+    return _invalid(f"the archive has more than {MAX_MEMBERS} members")
+
+
+def _check_zip_entry_count(fileobj: IO[bytes]) -> None:
+    """Refuse an archive whose end record counts more than MAX_MEMBERS entries.
+
+    zipfile builds a ZipInfo for every central directory entry on opening,
+    about 500 bytes each, so the count is read first from the end of central
+    directory record (zip64 included), by zipfile's own reader of it.
+    """
+    end = zipfile._EndRecData(fileobj)  # type: ignore[attr-defined]
+    if end is None:
+        raise _invalid("not a zip archive")
+    if end[zipfile._ECD_ENTRIES_TOTAL] > MAX_MEMBERS:  # type: ignore[attr-defined]
+        raise _too_many_members()
 
 
 def _check_zip_members(archive: zipfile.ZipFile, packed: int) -> None:
@@ -546,7 +573,7 @@ def _dist_info_matches(directory: str, dist: DistFilename) -> bool:
         return False
     try:
         return Version(version) == Version(dist.version)
-    except InvalidVersion:
+    except ValueError:
         return False
 
 

@@ -190,15 +190,15 @@ class PythonIndex:
         files = await self.project_files(repo, project)
         found = next((f for f in files if f.filename == filename), None)
         if found is None:
-            raise NotFound(f"no file '{filename}' in repo '{repo.name}'")
+            raise NotFound(f"no file '{filename[:100]}' in repo '{repo.name}'")
         if companion == ".asc":
             if found.signature_sha256 is None:
-                raise NotFound(f"'{filename}' was not uploaded with a signature")
+                raise NotFound(f"'{filename[:100]}' was not uploaded with a signature")
             return ServedFile(self._blobs.path_for(found.signature_sha256, ".asc"),
                               found.signature_sha256, "application/pgp-signature")
         if companion == ".metadata":
             if found.metadata_sha256 is None:
-                raise NotFound(f"no core metadata for '{filename}'")
+                raise NotFound(f"no core metadata for '{filename[:100]}'")
             return ServedFile(self._blobs.path_for(found.metadata_sha256, ".metadata"),
                               found.metadata_sha256, "text/plain; charset=utf-8")
         content_type = "application/zip" if filename.endswith((".whl", ".zip")) \

@@ -442,7 +442,8 @@ async def test_expect_100_continue_is_answered_before_the_body(
 
     conn.send(request_head("/upload/pypi/uploads", content_type=content_type, token=token,
                            length=len(body), expect=True))
-    assert conn.transport.value() == b"HTTP/1.1 100 Continue\r\n\r\n"
+    await wait_until(lambda: conn.transport.value() == b"HTTP/1.1 100 Continue\r\n\r\n",
+                     what="the 100")
     conn.send(body, 7)
     response = await conn.final()
 

@@ -159,10 +159,16 @@ def _sources_table(sources: list[dict[str, Any]]) -> str:
                   [(s["name"], s["type"], s["guid"], _when(s["created"])) for s in sources])
 
 
+def _yes_no(value: Any) -> str:
+    # "-" when the server does not say (one older than authenticated repos).
+    return "-" if value is None else "yes" if value else "no"
+
+
 def _repos_table(repos: list[dict[str, Any]]) -> str:
     return _table(
-        ("name", "type", "sources", "description"),
-        [(r["name"], r["type"], ", ".join(r["sources"]) or "-", r["description"]) for r in repos],
+        ("name", "type", "authenticated", "sources", "description"),
+        [(r["name"], r["type"], _yes_no(r.get("authenticated")), ", ".join(r["sources"]) or "-",
+          r["description"]) for r in repos],
     )
 
 
@@ -236,7 +242,7 @@ def create() -> None:
     """Create a source, a repo or an API token."""
 
 
-def _create(state: State, kind: str, path: str, body: dict[str, str],
+def _create(state: State, kind: str, path: str, body: dict[str, Any],
             succeed_on_existing: bool) -> None:
     try:
         value = state.api().post(path, body)
@@ -263,19 +269,79 @@ def create_source(state: State, name: str, type_: str, succeed_on_existing: bool
             succeed_on_existing)
 
 
+def authentication_options(f: F) -> F:
+    """``--authenticated[=true|false]`` (Posit's spellings) and ``--no-authenticated``."""
+    f = click.option("--no-authenticated", "unauthenticated", is_flag=True,
+                     help="Anyone who can reach the server may read the repo.")(f)
+    return click.option(
+        "--authenticated", type=click.BOOL, is_flag=False, flag_value=True, default=None,
+        metavar="[=true|false]",
+        help="Only a repos:read token for the repo (or a global:admin one) may read its "
+             "index and files, sent as the password of the user __token__.")(f)
+
+
+def _authenticated(authenticated: bool | None, unauthenticated: bool) -> bool | None:
+    if unauthenticated:
+        if authenticated:
+            raise CliError("give --authenticated or --no-authenticated, not both")
+        return False
+    return authenticated
+
+
 @create.command("repo")
 @click.option("--name", required=True, help="Name of the new repo.")
 @click.option("--type", "type_", required=True, metavar="TYPE", help="python or r.")
 @click.option("--description", default="", help="What the repo is for.")
+@authentication_options
 @click.option("--succeed-on-existing", is_flag=True,
               help="Succeed, saying so, if a repo of that name exists.")
 @global_options
 @pass_state
 def create_repo(state: State, name: str, type_: str, description: str,
+                authenticated: bool | None, unauthenticated: bool,
                 succeed_on_existing: bool) -> None:
-    """Create a repo that clients install from."""
-    _create(state, "Repo", "/__api__/repos",
-            {"name": name, "type": type_, "description": description}, succeed_on_existing)
+    """Create a repo that clients install from.
+
+    Without --authenticated or --no-authenticated, the server's [Authentication]
+    NewReposAuthByDefault decides.
+    """
+    body: dict[str, Any] = {"name": name, "type": type_, "description": description}
+    wanted = _authenticated(authenticated, unauthenticated)
+    if wanted is not None:
+        body["authenticated"] = wanted
+    _create(state, "Repo", "/__api__/repos", body, succeed_on_existing)
+
+
+@main.group()
+@global_options
+def edit() -> None:
+    """Change a repo."""
+
+
+@edit.command("repo")
+@click.option("--name", required=True, help="The repo to change.")
+@click.option("--description", default=None, help="A new description.")
+@authentication_options
+@global_options
+@pass_state
+def edit_repo(state: State, name: str, description: str | None, authenticated: bool | None,
+              unauthenticated: bool) -> None:
+    """Change a repo: require a token to read it, or no longer, or its description.
+
+    A change takes effect on the next request to every server sharing the database.
+    """
+    body: dict[str, Any] = {}
+    wanted = _authenticated(authenticated, unauthenticated)
+    if wanted is not None:
+        body["authenticated"] = wanted
+    if description is not None:
+        body["description"] = description
+    if not body:
+        raise CliError("say what to change: --authenticated, --no-authenticated or "
+                       "--description")
+    value = state.api().post(f"/__api__/repos/{segment(name)}", body)
+    access = "a repos:read token" if value.get("authenticated") else "no token"
+    _emit(state, value, f"Repo '{value['name']}' changed: reading it needs {access}")
 
 
 @create.command("token")

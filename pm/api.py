@@ -46,6 +46,21 @@ def _body(request: Request) -> dict[str, Any]:
     return value
 
 
+def _flag(body: dict[str, Any], name: str) -> bool | None:
+    """A JSON true/false of the body, or None when it is absent."""
+    value = body.get(name)
+    if value is None or isinstance(value, bool):
+        return value
+    raise BadRequest(f"'{name}' must be true or false, not {json.dumps(value)[:40]}")
+
+
+def _text(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    raise BadRequest(f"'{name}' must be a string")
+
+
 def _int_arg(request: Request, name: str) -> int | None:
     value = arg(request, name)
     if value is None or value == "":
@@ -163,9 +178,18 @@ class AdminApi:
         body = _body(request)
         repo = await self.catalog.create_repo(
             str(body.get("name", "")), str(body.get("type", "")),
-            str(body.get("description", "")), actor,
+            str(body.get("description", "")), actor, _flag(body, "authenticated"),
         )
         return json_body(request, repo.to_json(), http.CREATED)
+
+    @app.route("/repos/<name>", methods=["POST"])
+    async def edit_repo(self, request: Request, name: str) -> bytes:
+        """``rspm edit repo``: what the body gives (authenticated, description) changes."""
+        actor = (await self.admin(request)).actor
+        body = _body(request)
+        repo = await self.catalog.edit_repo(name, actor, authenticated=_flag(body, "authenticated"),
+                                            description=_text(body, "description"))
+        return json_body(request, repo.to_json())
 
     @app.route("/repos/<name>/subscriptions", methods=["POST"])
     async def subscribe(self, request: Request, name: str) -> bytes:
@@ -204,8 +228,9 @@ class AdminApi:
 
     @app.route("/repos/<name>/packages", methods=["GET"])
     async def repo_packages(self, request: Request, name: str) -> bytes:
-        await self.principal(request)
+        principal = await self.principal(request)
         repo = await self.catalog.get_repo(name)
+        principal.require_repo_read(repo)
         ecosystem = next(e for e in self.ecosystems.values() if e.kind.repo_type == repo.type)
         guids = [s.guid for s in repo.sources]
         rows = await ecosystem.rows(guids, search=arg(request, "search"))

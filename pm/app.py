@@ -3,7 +3,9 @@
 One Klein app serves both listeners; each part is a Klein app of its own
 sharing the error handlers of ``pm.responses``, where status codes are chosen.
 The UI owns ``/``, ``/search``, ``/repos/...`` and ``/static/...``; a browser
-that reaches no route at all gets the UI's error page too.
+that reaches no route at all gets the UI's error page too. Every page under
+``/{repo}/latest/`` (index, files, ``.asc``, ``.metadata``, the R repository)
+is handed out here, so this is where an authenticated repo's token is checked.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request
 
 from pm.api import AdminApi
+from pm.auth import RepoReaders
 from pm.catalog import Catalog
 from pm.ecosystem import Ecosystem
+from pm.fastreads import Pages
 from pm.responses import share_error_handlers
 from pm.ui import WebUI
 from pm.upload import UploadService
@@ -36,6 +40,8 @@ class PackageManagerApp:
     # By repo type.
     repo_ecosystems: Mapping[str, Ecosystem]
     ui: WebUI
+    readers: RepoReaders
+    pages: Pages
     app: ClassVar[Klein] = Klein()
     share_error_handlers(app, _error_page)
 
@@ -58,7 +64,13 @@ class PackageManagerApp:
 
     @app.route("/<repo>/latest/", branch=True)
     async def repo(self, request: Request, repo: str) -> IResource:
+        # The serial before the repo: what the pages cache of this request is
+        # filed under must not be older than the repo's state it was checked by.
+        serial = await self.pages.serial(request)
         found = await self.catalog.get_repo(repo)
+        await self.readers.require_read(found, request.getHeader(b"authorization"),
+                                        local=getattr(request, "local_admin", False))
+        self.pages.admit(request, serial, public=not found.authenticated)
         return self.repo_ecosystems[found.type].repo_resource(found)
 
     # The UI's URLs one by one rather than a branch under /repos/: a repo may be

@@ -15,7 +15,7 @@ from twisted.web.resource import IResource
 
 from pm.api import AdminApi
 from pm.app import PackageManagerApp
-from pm.auth import TokenChecker
+from pm.auth import RepoReaders, TokenChecker
 from pm.blobs import BlobStore, RunInThread
 from pm.catalog import Catalog, Source
 from pm.changes import ChangeSerial
@@ -79,10 +79,12 @@ def assemble(
     = TokenChecker,
     python_table: Callable[[Database, Callable[[], float]], PythonFiles] = PythonFiles,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
+    new_repos_authenticated: bool = False,
 ) -> Parts:
     """Every part of the server but its listeners and timers.
 
-    ``checker`` and ``python_table`` let a test substitute parts it can hold back.
+    ``checker`` and ``python_table`` let a test substitute parts it can hold back;
+    ``new_repos_authenticated`` is ``[Authentication] NewReposAuthByDefault``.
     """
     pages = Pages(PageCache(cache_bytes), ChangeSerial(database, database.dialect.quick_connect))
     python_files = python_table(database, clock)
@@ -94,9 +96,11 @@ def assemble(
     ecosystems: tuple[Ecosystem, ...] = (python, r)
     by_source_type = {e.kind.source_type: e for e in ecosystems}
 
-    catalog = Catalog(database, [e.kind for e in ecosystems], clock)
+    catalog = Catalog(database, [e.kind for e in ecosystems], clock,
+                      new_repos_authenticated=new_repos_authenticated)
     token_store = TokenStore(database, clock)
     tokens = checker(authority, token_store, clock)
+    readers = RepoReaders(tokens)
 
     def publisher_for(route: str, source: Source) -> Publisher:
         if route == WAREHOUSE:
@@ -118,7 +122,8 @@ def assemble(
     ui = WebUI(catalog=catalog, token_store=token_store, shelves={
         python.kind.repo_type: PythonShelf(python_files, ReadmeRenderer(in_thread)),
         r.kind.repo_type: RShelf(r_files, r.index),
-    }, listings=Listings(pages.changes))
+    }, listings=Listings(pages.changes), readers=readers)
     app = PackageManagerApp(catalog=catalog, api=api, uploads=uploads,
-                            repo_ecosystems={e.kind.repo_type: e for e in ecosystems}, ui=ui)
+                            repo_ecosystems={e.kind.repo_type: e for e in ecosystems}, ui=ui,
+                            readers=readers, pages=pages)
     return Parts(catalog, token_store, tokens, python, r, uploads, housekeeper, app, pages)

@@ -65,11 +65,14 @@ class Repo:
     description: str
     created_at: float
     sources: tuple[Source, ...]
+    # Its index and files are served only to a token that covers it (pm.auth).
+    authenticated: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"guid": self.guid, "name": self.name, "type": self.type,
                 "description": self.description, "created": self.created_at,
-                "sources": [s.name for s in self.sources]}
+                "sources": [s.name for s in self.sources],
+                "authenticated": self.authenticated}
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,11 @@ def _source(row: Row) -> Source:
 
 
 class Catalog:
-    """Sources, repos and events; the database, kinds, clock and GUID source are injected."""
+    """Sources, repos and events; the database, kinds, clock and GUID source are injected.
+
+    ``new_repos_authenticated`` is ``[Authentication] NewReposAuthByDefault``: whether a
+    repo created without saying so is authenticated.
+    """
 
     def __init__(
         self,
@@ -99,12 +106,15 @@ class Catalog:
         kinds: Sequence[SourceKind],
         clock: Callable[[], float],
         new_guid: Callable[[], str] = lambda: str(uuid.uuid4()),
+        *,
+        new_repos_authenticated: bool = False,
     ) -> None:
         self.db = db
         self._kinds: Mapping[str, SourceKind] = {k.source_type: k for k in kinds}
         self._repo_types = tuple(dict.fromkeys(k.repo_type for k in kinds))
         self._clock = clock
         self._new_guid = new_guid
+        self._new_repos_authenticated = new_repos_authenticated
 
     @property
     def provider(self) -> str:
@@ -145,7 +155,7 @@ class Catalog:
     async def get_source(self, name: str) -> Source:
         row = await self.db.read(lambda tx: tx.one("SELECT * FROM sources WHERE name = ?", name))
         if row is None:
-            raise NotFound(f"no source named '{name}'")
+            raise NotFound(f"no source named '{name[:100]}'")
         return _source(row)
 
     async def sources_by_name(self, names: Sequence[str]) -> list[Source]:
@@ -166,7 +176,7 @@ class Catalog:
         def work(tx: Tx) -> Source:
             row = tx.one("SELECT * FROM sources WHERE name = ?", name)
             if row is None:
-                raise NotFound(f"no source named '{name}'")
+                raise NotFound(f"no source named '{name[:100]}'")
             # Explicit deletes rather than ON DELETE CASCADE: SQLite only
             # honours it with a pragma, and both databases must agree.
             tx.run("DELETE FROM subscriptions WHERE source_guid = ?", row["guid"])
@@ -179,22 +189,28 @@ class Catalog:
 
     # Repos ---------------------------------------------------------------
 
-    async def create_repo(self, name: str, type_: str, description: str, actor: str) -> Repo:
+    async def create_repo(self, name: str, type_: str, description: str, actor: str,
+                          authenticated: bool | None = None) -> Repo:
+        """A new repo; ``authenticated`` None takes the server's default for new repos."""
         _check_name(name, "repo")
         if type_ not in self._repo_types:
             raise BadRequest(
                 f"unknown repo type '{type_}' (valid: {', '.join(self._repo_types)})")
-        repo = Repo(self._new_guid(), name, type_, description, self._clock(), ())
+        if authenticated is None:
+            authenticated = self._new_repos_authenticated
+        repo = Repo(self._new_guid(), name, type_, description, self._clock(), (),
+                    authenticated)
 
         def work(tx: Tx) -> Repo:
             if tx.one("SELECT guid FROM repos WHERE name = ?", name):
                 raise Conflict(f"repo '{name}' already exists")
             tx.run(
-                "INSERT INTO repos (guid, name, type, description, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                repo.guid, name, type_, description, repo.created_at,
+                "INSERT INTO repos (guid, name, type, description, created_at, authenticated)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                repo.guid, name, type_, description, repo.created_at, int(authenticated),
             )
-            self._event(tx, actor, "repo.created", name, type_)
+            self._event(tx, actor, "repo.created", name,
+                        f"{type_} authenticated" if authenticated else type_)
             return repo
 
         try:
@@ -209,13 +225,14 @@ class Catalog:
             row["guid"],
         )
         return Repo(row["guid"], row["name"], row["type"], row["description"],
-                    row["created_at"], tuple(_source(s) for s in sources))
+                    row["created_at"], tuple(_source(s) for s in sources),
+                    bool(row["authenticated"]))
 
     async def get_repo(self, name: str) -> Repo:
         def work(tx: Tx) -> Repo:
             row = tx.one("SELECT * FROM repos WHERE name = ?", name)
             if row is None:
-                raise NotFound(f"no repo named '{name}'")
+                raise NotFound(f"no repo named '{name[:100]}'")
             return self._repo(tx, row)
 
         return await self.db.read(work)
@@ -226,12 +243,46 @@ class Catalog:
 
         return await self.db.read(work)
 
+    async def edit_repo(self, name: str, actor: str, *, authenticated: bool | None = None,
+                        description: str | None = None) -> Repo:
+        """Change what is given (None leaves it); a change is an event, so the change
+        serial moves and every node stops serving what it cached of the repo before."""
+
+        def work(tx: Tx) -> tuple[Repo, bool]:
+            row = tx.one("SELECT * FROM repos WHERE name = ?", name)
+            if row is None:
+                raise NotFound(f"no repo named '{name}'")
+            changes: list[str] = []
+            protect = False
+            if authenticated is not None and bool(row["authenticated"]) != authenticated:
+                changes.append(f"authenticated={'true' if authenticated else 'false'}")
+                row = {**row, "authenticated": int(authenticated)}
+                protect = authenticated
+            if description is not None and row["description"] != description:
+                changes.append("description")
+                row = {**row, "description": description}
+            if changes:
+                tx.run("UPDATE repos SET authenticated = ?, description = ? WHERE guid = ?",
+                       row["authenticated"], row["description"], row["guid"])
+                self._event(tx, actor, "repo.edited", name, " ".join(changes))
+            return self._repo(tx, row), protect
+
+        repo, protect = await self.db.write(work)
+        if protect:
+            # PostgreSQL numbers events when they are written, not when they commit:
+            # a write that took a later id and committed first can leave the serial
+            # where it was when this edit commits, and pages cached as public at it
+            # would still be served. An event written after the commit has an id
+            # above every serial read before it, so once this returns they are not.
+            await self.db.write(lambda tx: self._event(tx, actor, "repo.protected", name))
+        return repo
+
     async def subscribe(self, repo_name: str, source_name: str, actor: str) -> Repo:
         def work(tx: Tx) -> Repo:
             repo = tx.one("SELECT * FROM repos WHERE name = ?", repo_name)
             if repo is None:
                 known = ", ".join(r["name"] for r in tx.all("SELECT name FROM repos ORDER BY name"))
-                raise NotFound(f"no repo named '{repo_name}' (repos: {known or 'none yet'})")
+                raise NotFound(f"no repo named '{repo_name[:100]}' (repos: {known or 'none yet'})")
             # Lock the repo row so concurrent subscriptions get distinct positions.
             tx.run("UPDATE repos SET name = name WHERE guid = ?", repo["guid"])
             source = tx.one("SELECT * FROM sources WHERE name = ?", source_name)
@@ -240,7 +291,7 @@ class Catalog:
                     r["name"] for r in tx.all("SELECT name FROM sources ORDER BY name")
                 )
                 raise NotFound(
-                    f"no source named '{source_name}' (sources: {known or 'none yet'})"
+                    f"no source named '{source_name[:100]}' (sources: {known or 'none yet'})"
                 )
             if self._kinds[source["type"]].repo_type != repo["type"]:
                 raise BadRequest(

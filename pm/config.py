@@ -57,6 +57,8 @@ class Config:
     # configs end up in logs and tracebacks.
     postgres_url: str | None = field(repr=False)
     api_token_auth: bool
+    # Whether a repo created without --authenticated or --no-authenticated requires a token.
+    new_repos_auth_by_default: bool
     temp_max_age: float
     cleanup_interval: float
     trusted_keys: tuple[Path, ...]
@@ -407,6 +409,14 @@ _SCHEMA: tuple[_Key, ...] = (
         "APITokenAuth",
         _parse_bool,
         ("api_token_auth",),
+        default="false",
+        bare="true",
+    ),
+    _Key(
+        "Authentication",
+        "NewReposAuthByDefault",
+        _parse_bool,
+        ("new_repos_auth_by_default",),
         default="false",
         bare="true",
     ),

@@ -7,12 +7,20 @@ Index pages and files are most of a package server's load. A page handler asks
 ``/{repo}/latest/`` from that cache without routing when it can; otherwise
 the request goes on to the app. Both read the serial for every request, so a
 cached answer is never one the database has moved past, on any node.
+
+An authenticated repo's pages are cached too, but under keys that no request
+path can spell, and FastReads looks up the other keys alone: such a page is
+only ever answered by the app, after it has read the repo and checked the
+request's token. Which of the two a page is depends on the repo as read after
+the serial the page is stored at; a change to the repo writes an event, so a
+page stored as public at a serial is served only while the repo is as it was.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -37,8 +45,26 @@ _CACHED_UNDER = b"/latest/"
 REVALIDATE = (b"cache-control", b"max-age=0, must-revalidate")
 
 
-def _key(request: Request) -> CacheKey:
-    return cache_key(request.path or b"", request.getHeader(b"accept"))
+# Request paths start with "/", so keys with this prefix are no request's own.
+_PRIVATE = "private:"
+# Attributes this module keeps on a request: the serial read for it, and what
+# the app admitted it to (Admission).
+_SERIAL = "_pm_read_serial"
+_ADMISSION = "_pm_read_admission"
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The app's word on a request for a repo's page: the serial read before the repo
+    was, and whether the repo, as read then, is one anyone may read."""
+
+    serial: int
+    public: bool
+
+
+def _key(request: Request, public: bool) -> CacheKey:
+    path, accept = cache_key(request.path or b"", request.getHeader(b"accept"))
+    return (path if public else _PRIVATE + path, accept)
 
 
 class Pages:
@@ -48,19 +74,35 @@ class Pages:
         self.cache = cache
         self.changes = changes
 
+    async def serial(self, request: Request) -> int:
+        """The change serial for this request: read once, by FastReads or here."""
+        serial: int | None = getattr(request, _SERIAL, None)
+        if serial is None:
+            serial = await self.changes.current()
+            setattr(request, _SERIAL, serial)
+        return serial
+
+    def admit(self, request: Request, serial: int, *, public: bool) -> None:
+        """Record that the app let the request in to a repo it read after ``serial``."""
+        setattr(request, _ADMISSION, Admission(serial, public))
+
     async def page(self, request: Request, make: Callable[[], Awaitable[Page]]) -> Page:
         # The serial first: the page may then show changes newer than it (and
-        # be made again next time), never older ones.
-        serial = await self.changes.current()
-        key = _key(request)
-        page = self.cache.get(key, serial)
+        # be made again next time), never older ones. A request the app did not
+        # admit is kept as private: it is never answered before routing.
+        admission: Admission | None = getattr(request, _ADMISSION, None)
+        if admission is None:
+            admission = Admission(await self.serial(request), public=False)
+        key = _key(request, admission.public)
+        page = self.cache.get(key, admission.serial)
         if page is None:
             page = await make()
-            self.cache.put(key, serial, page)
+            self.cache.put(key, admission.serial, page)
         return page
 
     async def cached(self, request: Request) -> Page | None:
-        return self.cache.get(_key(request), await self.changes.current())
+        """The page for a request before routing: only a public repo's."""
+        return self.cache.get(_key(request, public=True), await self.serial(request))
 
 
 def file_page(path: Path, etag: str, content_type: str) -> Page:

@@ -20,10 +20,12 @@ from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import NotFound as NotFoundRoute
 
+from pm.accesslog import redact
 from pm.errors import (
     BadRequest,
     Conflict,
     Forbidden,
+    InsufficientStorage,
     NotFound,
     PackageManagerError,
     StoreUnavailable,
@@ -43,6 +45,7 @@ _STATUS: tuple[tuple[type[PackageManagerError], int], ...] = (
     (NotAcceptable, http.NOT_ACCEPTABLE),
     (Conflict, http.CONFLICT),
     (StoreUnavailable, http.SERVICE_UNAVAILABLE),
+    (InsufficientStorage, http.INSUFFICIENT_STORAGE_SPACE),
 )
 
 _log = Logger(namespace="packagemanager")
@@ -176,7 +179,8 @@ def unexpected_error(self: Any, request: Any, failure: Failure,
             return _html_answer(html_page, self, request, http.NOT_FOUND,
                                 f"There is no page at {path}.")
         failure.raiseException()
-    _log.failure("unhandled error in {uri}", failure, uri=request.uri)
+    _log.failure("unhandled error in {uri}", failure,
+                 uri=redact((request.uri or b"").decode("latin-1")))
     request.setResponseCode(http.INTERNAL_SERVER_ERROR, b"Internal server error")
     request.setHeader(b"x-content-type-options", b"nosniff")
     if wants_html(request):

@@ -36,6 +36,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.pages import notFound
 
 from pm import __version__
+from pm.accesslog import redacted_log_formatter
 from pm.assembly import BLOB_SUFFIXES, assemble
 from pm.blobs import BlobStore, hashing_threads
 from pm.config import Config, load_config
@@ -274,7 +275,8 @@ def build(config: Config, reactor: Any) -> service.MultiService:
     reactor.addSystemEventTrigger("after", "shutdown", shutil.rmtree, gnupg_home, True)
 
     parts = assemble(database, blobs, authority, signatures, clock, in_thread,
-                     config.temp_max_age, cache_bytes=config.cache_max_size)
+                     config.temp_max_age, cache_bytes=config.cache_max_size,
+                     new_repos_authenticated=config.new_repos_auth_by_default)
     uploads = parts.uploads
     sweeper = internet.TimerService(
         config.cleanup_interval, lambda: ensureDeferred(parts.housekeeper.run())
@@ -286,7 +288,7 @@ def build(config: Config, reactor: Any) -> service.MultiService:
     # An idle connection is dropped well before TempMaxAge could sweep the
     # temp file of an upload that is still open.
     public = server.Site(resource, requestFactory=RequestFactory(uploads, local_admin=False),
-                         timeout=IDLE_TIMEOUT)
+                         timeout=IDLE_TIMEOUT, logFormatter=redacted_log_formatter)
     if tls is not None:
         https_listener = internet.SSLServer(
             config.https_listen_port, public, tls, interface=config.https_listen_host or ""
@@ -297,7 +299,7 @@ def build(config: Config, reactor: Any) -> service.MultiService:
         base = https_base(config)
         # The redirecting request answers by itself: the Site's resource is never asked.
         plain = server.Site(
-            notFound(), timeout=IDLE_TIMEOUT,
+            notFound(), timeout=IDLE_TIMEOUT, logFormatter=redacted_log_formatter,
             requestFactory=lambda channel, queued=None: RedirectToHTTPS(channel, base),
         )
     http_listener = internet.TCPServer(
@@ -305,7 +307,8 @@ def build(config: Config, reactor: Any) -> service.MultiService:
     )
     http_listener.setServiceParent(top)
 
-    admin = server.Site(resource, requestFactory=RequestFactory(uploads, local_admin=True))
+    admin = server.Site(resource, requestFactory=RequestFactory(uploads, local_admin=True),
+                        logFormatter=redacted_log_formatter)
     socket_path = config.socket_path
     admin_listener = internet.UNIXServer(str(socket_path), admin, mode=0o660, wantPID=True)
     admin_listener.setServiceParent(top)

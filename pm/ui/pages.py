@@ -11,6 +11,11 @@ URLs (none can clash with ``/{repo}/latest/...``, ``/__api__/`` or ``/upload/``)
 The root app hands the UI its requests under any mount point; the UI routes
 on the whole path, so its routes read as the URLs users see. Status codes
 come from ``pm.responses``; a browser gets them as pages of the same look.
+
+An authenticated repo is shown only to a request whose token covers it: the
+other pages leave it out (and the sources only it serves, and what they hold),
+and its own pages answer 401 with a Basic challenge, so a browser asks for the
+user ``__token__`` and the token as the password, as pip and R send them.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from twisted.web import http
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
+from pm.auth import RepoReaders
 from pm.catalog import Catalog, Event, Repo, Source
 from pm.errors import BadRequest
 from pm.responses import arg, set_html_headers, share_error_handlers
@@ -81,6 +87,17 @@ def event_view(event: Event, uploaders: Uploaders) -> EventView:
     subject = uploaders.label(f"token:{event.subject}") if event.action.startswith("token.") \
         else event.subject
     return EventView(event, uploaders.label(event.actor), subject)
+
+
+def _shown(event: Event, hidden: set[str], secret_kinds: set[str]) -> bool:
+    """Whether recent activity may show ``event`` to a visitor from whom the repos and
+    sources named in ``hidden`` are hidden. A package event names only its file, not
+    its source: while a hidden source holds packages of a kind, that kind's package
+    events ("python.", "r.": the repo type) are all left out."""
+    kind = event.action.partition(".")[0]
+    if kind in ("repo", "source"):
+        return event.subject not in hidden
+    return kind not in secret_kinds
 
 
 def search_order(entries: Sequence[PackageEntry], query: str) -> list[PackageEntry]:
@@ -139,6 +156,7 @@ class WebUI:
     # By repo type.
     shelves: Mapping[str, Shelf]
     listings: Listings
+    readers: RepoReaders
     templates: Templates = attrs.field(factory=Templates)
     app: ClassVar[Klein] = Klein()
     share_error_handlers(app, _error_page)
@@ -157,6 +175,7 @@ class WebUI:
         return self.templates.render(
             "error.html", code=code, message=message,
             title={http.NOT_FOUND: "Not found", http.BAD_REQUEST: "Bad request",
+                   http.UNAUTHORIZED: "Sign in required", http.FORBIDDEN: "Not allowed",
                    http.INTERNAL_SERVER_ERROR: "Server error"}.get(code, "Error"),
             q=unquote(wanted.group(2)) if wanted else "",
             repo_name=unquote(wanted.group(1)) if wanted else None)
@@ -167,16 +186,41 @@ class WebUI:
     def _shelf(self, repo: Repo) -> Shelf:
         return self.shelves[repo.type]
 
+    async def _readable(self, request: Request, repos: Sequence[Repo]) -> list[Repo]:
+        return await self.readers.readable(repos, request.getHeader(b"authorization"),
+                                           local=getattr(request, "local_admin", False))
+
+    async def _readable_repo(self, request: Request, name: str) -> Repo:
+        """The named repo, if the request may read it (401 or 403 if not)."""
+        repo = await self.catalog.get_repo(name)
+        await self.readers.require_read(repo, request.getHeader(b"authorization"),
+                                        local=getattr(request, "local_admin", False))
+        return repo
+
     @app.route("/", methods=["GET", "HEAD"])
     async def home(self, request: Request) -> bytes:
-        repos = await self.catalog.list_repos()
-        sources = await self.catalog.list_sources()
+        every = await self.catalog.list_repos()
+        repos = await self._readable(request, every)
+        shown = {r.guid for r in repos}
+        hidden = [r for r in every if r.guid not in shown]
+        # A source that only hidden repos serve is theirs: it is not listed, and
+        # nothing of what it holds is shown.
+        served = {s.guid for r in repos for s in r.sources}
+        private = {s.guid for r in hidden for s in r.sources} - served
+        sources: list[Source] = []
+        secret: list[Source] = []
+        for source in await self.catalog.list_sources():
+            (secret if source.guid in private else sources).append(source)
         base = base_url(request)
         held: dict[str, set[str]] = {s.guid: set() for s in sources}
+        secret_kinds: set[str] = set()
         for shelf in self.shelves.values():
             guids = [s.guid for s in sources if s.type == shelf.source_type]
             for guid, package in await shelf.source_packages(guids):
                 held[guid].add(package)
+            if await shelf.source_packages([s.guid for s in secret
+                                            if s.type == shelf.source_type]):
+                secret_kinds.add(shelf.repo_type)
         repo_views = [RepoView(r, len(set().union(*(held.get(s.guid, set())
                                                     for s in r.sources))),
                                self._shelf(r).index_url(base, r)) for r in repos]
@@ -184,7 +228,9 @@ class WebUI:
                                    tuple(r.name for r in repos if s in r.sources))
                         for s in sources]
         uploaders = await self._uploaders()
-        events = [event_view(e, uploaders) for e in await self.catalog.events(RECENT_EVENTS)]
+        events = [event_view(e, uploaders) for e in await self.catalog.events(RECENT_EVENTS)
+                  if _shown(e, {r.name for r in hidden} | {s.name for s in secret},
+                            secret_kinds)]
         return self._page(request, "home.html", repos=repo_views, sources=source_views,
                           events=events, q="")
 
@@ -193,7 +239,7 @@ class WebUI:
         query = _query(request)
         results = []
         if query:
-            for repo in await self.catalog.list_repos():
+            for repo in await self._readable(request, await self.catalog.list_repos()):
                 found = search_order(await self.listings.entries(self._shelf(repo), repo),
                                      query)
                 if found:
@@ -207,7 +253,7 @@ class WebUI:
 
     @app.route("/repos/<repo>/", methods=["GET", "HEAD"])
     async def repo(self, request: Request, repo: str) -> bytes:
-        found = await self.catalog.get_repo(repo)
+        found = await self._readable_repo(request, repo)
         shelf = self._shelf(found)
         query = _query(request)
         entries = await self.listings.entries(shelf, found)
@@ -224,7 +270,7 @@ class WebUI:
 
     @app.route("/repos/<repo>/packages/<name>/", methods=["GET", "HEAD"])
     async def package(self, request: Request, repo: str, name: str) -> bytes:
-        found = await self.catalog.get_repo(repo)
+        found = await self._readable_repo(request, repo)
         shelf = self._shelf(found)
         normalized = shelf.normalize(name)
         if normalized != name:

@@ -86,6 +86,7 @@ def test_every_index_change_is_seen_by_the_next_request(
 
     server.rspm("create", "source", "--name=second-src", "--type=local-python")
     other = server.rspm("create", "token", "--quiet", "--sources=second-src").stdout.strip()
+    (workdir / "other").mkdir()
     _add(server, other, build_wheel(workdir / "other", "elsewhere", "1.0"),
          source="second-src")
     root = server.get("/python/latest/simple/", headers=JSON).json()
@@ -152,7 +153,9 @@ def test_pip_and_uv_revalidate_their_caches(server: ServerProcess, workdir: Path
 
     def pip_download(version: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(python), "-m", "pip", "download", "--no-deps", "--cache-dir", str(cache / "pip"),
+            # pip caches only HTTPS origins and trusted hosts.
+            [str(python), "-m", "pip", "download", "--no-deps", "--trusted-host", "127.0.0.1",
+             "--cache-dir", str(cache / "pip"),
              "-d", str(workdir / "dl"), "--index-url", index, f"revalidated=={version}"],
             env=env, capture_output=True, text=True, timeout=300)
 
@@ -165,13 +168,16 @@ def test_pip_and_uv_revalidate_their_caches(server: ServerProcess, workdir: Path
             env=env, capture_output=True, text=True, timeout=300)
 
     for fetch in (pip_download, uv_compile):
-        assert fetch("1.0").returncode == 0
+        before = server.log().count('/simple/revalidated/ HTTP/1.1" 304 ')
+        for _ in range(2):
+            first = fetch("1.0")
+            assert first.returncode == 0, first.stdout + first.stderr
+        # The second run asked with the ETag it kept, and the page had not changed.
+        assert server.log().count('/simple/revalidated/ HTTP/1.1" 304 ') > before, fetch
     _add(server, token, build_wheel(workdir, "revalidated", "2.0"))
     for fetch in (pip_download, uv_compile):
         found = fetch("2.0")
         assert found.returncode == 0, found.stdout + found.stderr
-    log = server.log()
-    assert ' 304 ' in log, "no client revalidated with If-None-Match"
 
 
 def test_the_cache_stays_within_its_bound(make_server: type[ServerProcess],

@@ -217,8 +217,11 @@ async def test_status_reports_version_database_and_uptime(env: AppEnv, client: C
 
     assert reply.code == 200
     assert reply.header("content-type") == "application/json"
-    assert reply.json() == {"version": __version__, "database": "sqlite", "uptime": 12.5,
-                            "api_token_auth": True}
+    status = reply.json()
+    assert status.pop("cache") == {"entries": 0, "bytes": 0, "max_bytes": 64 * 1024 * 1024,
+                                   "hits": 0, "misses": 0}
+    assert status == {"version": __version__, "database": "sqlite", "uptime": 12.5,
+                      "api_token_auth": True}
 
 
 # Sources and repos ---------------------------------------------------------------------------

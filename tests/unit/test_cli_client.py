@@ -367,11 +367,12 @@ def test_text_is_human(fmt: str) -> None:
     """--output-format=text is kept as another name for human."""
     with FakeServer() as server:
         server.on("GET", "/__api__/repos", Reply(200, [
-            {"name": "python", "type": "python", "sources": ["a", "b"], "description": "x"}]))
+            {"name": "python", "type": "python", "sources": ["a", "b"], "description": "x",
+             "authenticated": True}]))
         result = rspm(f"--output-format={fmt}", "list", server=server)
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines() == ["NAME    TYPE    SOURCES  DESCRIPTION",
-                                          "python  python  a, b     x"]
+    assert result.stdout.splitlines() == ["NAME    TYPE    AUTHENTICATED  SOURCES  DESCRIPTION",
+                                          "python  python  yes            a, b     x"]
 
 
 def test_address_option_beats_the_environment() -> None:

@@ -49,6 +49,7 @@ def test_defaults() -> None:
         sqlite_dir=Path("/var/lib/rstudio-pm/db"),
         postgres_url=None,
         api_token_auth=False,
+        new_repos_auth_by_default=False,
         temp_max_age=3600.0,
         cleanup_interval=600.0,
         trusted_keys=(),
@@ -111,6 +112,7 @@ def test_full_file() -> None:
 
         [Authentication]
         APITokenAuth = yes
+        NewReposAuthByDefault = on
 
         [Storage]
         TempMaxAge = 2h
@@ -139,6 +141,7 @@ def test_full_file() -> None:
         sqlite_dir=Path("/srv/sqlite"),
         postgres_url="postgresql://pm:pw@db.example.com:5432/pm?sslmode=require",
         api_token_auth=True,
+        new_repos_auth_by_default=True,
         temp_max_age=7200.0,
         cleanup_interval=30.0,
         trusted_keys=(Path("/etc/rspm/keys/a.asc"), Path("/etc/rspm/keys/b.asc")),

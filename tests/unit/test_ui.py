@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 
+from pm.auth import RepoReaders
 from pm.catalog import Repo, Source
 from pm.errors import NotFound
 from pm.python.files import PythonFile
@@ -634,7 +635,8 @@ async def test_a_failure_shows_a_500_page_without_a_stack_trace(site: Site) -> N
     exception text."""
     ui = WebUI(catalog=site.env.catalog, token_store=site.env.token_store,
                shelves={"python": BrokenShelf(), "r": BrokenShelf()},
-               listings=Listings(site.env.parts.pages.changes))
+               listings=Listings(site.env.parts.pages.changes),
+               readers=RepoReaders(site.env.checker))
     client = Client(ui.resource())
 
     replies = [await client.get(path, headers=BROWSER) for path in ("/", "/repos/python/")]

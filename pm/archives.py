@@ -196,6 +196,14 @@ class _Reader:
         self.skip(-size % _BLOCK)
         return data
 
+    def read_padded(self, size: int) -> bytes:
+        """``size`` bytes and the padding to the next block, together."""
+        padded = size + -size % _BLOCK
+        data = self._read(padded)
+        if len(data) < padded:
+            raise refusal(self._prefix, _CORRUPT)
+        return data
+
     def skip(self, size: int) -> None:
         while size > 0:
             data = self._read(min(size, _CHUNK))
@@ -292,6 +300,12 @@ class _Scanner:
         size = _octal(block[124:136])
         if size is None:
             raise corrupt("bad size field")
+        # tarfile ends the archive at a header whose numbers it cannot read,
+        # and GNU tar fails there: both would see other members than this scan.
+        for start_, end in _NUMBER_FIELDS:
+            field = block[start_:end]
+            if _octal(field) is None and field[0] not in _BASE256:
+                raise corrupt("bad number in header")
         name = block[:100].rstrip(b"\0")
         if block[257:263] == b"ustar\0":
             prefix = block[345:500].rstrip(b"\0")
@@ -309,7 +323,9 @@ class _Scanner:
             if header.size > MAX_NAME_LENGTH + 1:
                 what = "name" if kind == b"L" else "link target"
                 raise self._invalid(f"archive member {what} longer than {MAX_NAME_LENGTH} bytes")
-            value = self._reader.read(header.size).rstrip(b"\0")
+            # The whole padded block, up to its first NUL: what tarfile and
+            # GNU tar take for the name, whatever the size field says.
+            value = self._reader.read_padded(header.size).split(b"\0", 1)[0]
             if kind == b"L" and self._pending.long_name is None:
                 self._pending.long_name = value
             elif kind == b"K" and self._pending.long_link is None:
@@ -517,6 +533,12 @@ class _Links:
 
 def _parts(name: str) -> tuple[str, ...]:
     return tuple(part for part in name.split("/") if part not in ("", "."))
+
+
+# mode, uid, gid, mtime, devmajor, devminor: numbers every tar reader parses.
+_NUMBER_FIELDS = ((100, 108), (108, 116), (116, 124), (136, 148), (329, 337), (337, 345))
+# GNU's base-256 numbers (large uids, mtimes) start with one of these bytes.
+_BASE256 = (0x80, 0xFF)
 
 
 def _octal(field: bytes) -> int | None:

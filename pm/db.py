@@ -33,6 +33,7 @@ Row = dict[str, Any]
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 # Any constant works; it only has to be the same for every node sharing a database.
 _MIGRATION_LOCK = 4242_0001
+_WRITE_LOCK = 4242_0002
 
 
 class SchemaTooNew(Exception):
@@ -179,7 +180,10 @@ def postgres_dialect(url: str) -> Dialect:
         },
         placeholder="%s",
         autoid="BIGSERIAL PRIMARY KEY",
-        begin_statements=(),
+        # Writers take turns: an event's id is then handed out in commit
+        # order, so the newest id (pm.changes) never stands still while an
+        # earlier transaction commits after a later one.
+        begin_statements=(f"SELECT pg_advisory_xact_lock({_WRITE_LOCK})",),
         migration_lock=(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})",),
         integrity_errors=(psycopg2.IntegrityError,),
         unavailable=_postgres_unavailable,

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import pytest_twisted
 
 from pm.catalog import Catalog, Repo, Source, SourceKind
-from pm.db import Database, Dialect, Tx
+from pm.db import Database, Tx
 from pm.errors import BadRequest, Conflict, NotFound
 from pm.python.files import PythonFiles
 from pm.testing import Clock
@@ -31,36 +30,9 @@ from tests.support.records import (
     both,
     gated_database,
     history,
-    migrated_dialect,
     python_file,
     table_rows,
 )
-
-
-@pytest.fixture
-def dialect(provider: str, tmp_path: Path, request: pytest.FixtureRequest) -> Dialect:
-    """A freshly migrated, empty database: SQLite in tmp_path, then PostgreSQL."""
-    return migrated_dialect(provider, tmp_path, request)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    """The injected clock, shared by the catalog and the tables beside it."""
-    return Clock(START)
-
-
-@pytest.fixture
-def db(dialect: Dialect) -> Iterator[Database]:
-    """A real adbapi pool; closed after the test."""
-    database = Database(dialect)
-    yield database
-    database.close()
-
-
-@pytest.fixture
-def catalog(db: Database, clock: Clock) -> Catalog:
-    """A Catalog with the server's source kinds (local-python and local R)."""
-    return Catalog(db, KINDS, clock)
 
 
 @pytest.fixture

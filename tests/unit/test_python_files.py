@@ -13,13 +13,12 @@ import hashlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import pytest_twisted
 
 from pm.catalog import Catalog
-from pm.db import Database, Dialect
+from pm.db import Database
 from pm.errors import AlreadyExists, Conflict
 from pm.packages import PackageRow
 from pm.python.files import PythonFiles
@@ -34,35 +33,8 @@ from tests.support.records import (
     both,
     gated_database,
     history,
-    migrated_dialect,
     python_file,
 )
-
-
-@pytest.fixture
-def dialect(provider: str, tmp_path: Path, request: pytest.FixtureRequest) -> Dialect:
-    """A freshly migrated, empty database: SQLite in tmp_path, then PostgreSQL."""
-    return migrated_dialect(provider, tmp_path, request)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    """The injected clock."""
-    return Clock(START)
-
-
-@pytest.fixture
-def db(dialect: Dialect) -> Iterator[Database]:
-    """A real adbapi pool; closed after the test."""
-    database = Database(dialect)
-    yield database
-    database.close()
-
-
-@pytest.fixture
-def catalog(db: Database, clock: Clock) -> Catalog:
-    """The catalog the files' sources and repos are made in."""
-    return Catalog(db, KINDS, clock)
 
 
 @pytest.fixture

@@ -12,14 +12,13 @@ import hashlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
 
 from pm.catalog import Catalog, Source
-from pm.db import Database, Dialect
+from pm.db import Database
 from pm.errors import AlreadyExists, Conflict
 from pm.packages import PackageRow
 from pm.r.ecosystem import RIndex
@@ -36,7 +35,6 @@ from tests.support.records import (
     both,
     gated_database,
     history,
-    migrated_dialect,
     table_rows,
 )
 
@@ -60,32 +58,6 @@ def r_file(source: Source, package: str = "alpha", version: str = "1.0.0", *,
         uploaded_by="token:ci",
     )
     return replace(record, **changes)
-
-
-@pytest.fixture
-def dialect(provider: str, tmp_path: Path, request: pytest.FixtureRequest) -> Dialect:
-    """A freshly migrated, empty database: SQLite in tmp_path, then PostgreSQL."""
-    return migrated_dialect(provider, tmp_path, request)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    """The injected clock."""
-    return Clock(START)
-
-
-@pytest.fixture
-def db(dialect: Dialect) -> Iterator[Database]:
-    """A real adbapi pool; closed after the test."""
-    database = Database(dialect)
-    yield database
-    database.close()
-
-
-@pytest.fixture
-def catalog(db: Database, clock: Clock) -> Catalog:
-    """The catalog the files' sources are made in."""
-    return Catalog(db, KINDS, clock)
 
 
 @pytest.fixture

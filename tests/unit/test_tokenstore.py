@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import pytest_twisted
 
-from pm.db import Database, Dialect
+from pm.db import Database
 from pm.errors import Conflict, NotFound
 from pm.testing import Clock
 from pm.tokenstore import TokenRecord, TokenStore
@@ -27,28 +26,7 @@ from tests.support.records import (
     both,
     gated_database,
     history,
-    migrated_dialect,
 )
-
-
-@pytest.fixture
-def dialect(provider: str, tmp_path: Path, request: pytest.FixtureRequest) -> Dialect:
-    """A freshly migrated, empty database: SQLite in tmp_path, then PostgreSQL."""
-    return migrated_dialect(provider, tmp_path, request)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    """The token store's injected clock."""
-    return Clock(START)
-
-
-@pytest.fixture
-def db(dialect: Dialect) -> Iterator[Database]:
-    """A real adbapi pool; closed after the test."""
-    database = Database(dialect)
-    yield database
-    database.close()
 
 
 @pytest.fixture

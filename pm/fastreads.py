@@ -191,7 +191,9 @@ class FastReads:
 def _finish(request: Request, body: bytes) -> None:
     if request.finished or getattr(request, "_disconnected", False):
         return
-    if not request.startedWriting:
+    # A 304 carries no length: RFC 9110 allows only the 200's, which caches
+    # would otherwise store as the page's size.
+    if not request.startedWriting and request.code != http.NOT_MODIFIED:
         request.setHeader(b"content-length", str(len(body)).encode())
     if request.method != b"HEAD":
         request.write(body)

@@ -1015,7 +1015,7 @@ def page_table(title: str, figures: Sequence[PageFigures]) -> list[str]:
         ratio = pm.rps / ref.rps if ref.rps else 0.0
         passed = ratio >= RATIO_TARGET and pm.p99_ms < P99_TARGET_MS and not pm.problems
         target = f">= {RATIO_TARGET}x, p99 < {P99_TARGET_MS:.0f} ms"
-        lines.append(f"{f.probe.name:<46} {pm.rps:9.0f} {ref.rps:9.0f} {ratio:5.2f}x "
+        lines.append(f"{f.probe.name:<46} {pm.rps:9.0f} {ref.rps:9.0f} {ratio:5.3f}x "
                      f"{pm.p99_ms:6.1f} ms  {target:<22} {'PASS' if passed else 'FAIL'}")
     return lines
 

@@ -138,6 +138,8 @@ class AdminApi:
             "uptime": round(self.clock() - self.started_at, 3),
             "api_token_auth": self.tokens.enabled,
             "cache": self.cache_stats(),
+            "uploads": {"in_flight": self.uploads.slots.in_flight,
+                        "limit": self.uploads.limits.max_uploads},
         })
 
     # Sources and repos ---------------------------------------------------------

@@ -25,6 +25,7 @@ from pm.ecosystem import Ecosystem
 from pm.errors import BadUpload
 from pm.fastreads import FastReads, Pages
 from pm.housekeeping import Housekeeper
+from pm.limits import Limits, UploadSlots
 from pm.pagecache import PageCache
 from pm.python.ecosystem import PythonEcosystem
 from pm.python.files import PythonFiles
@@ -43,6 +44,7 @@ from pm.ui.readme import ReadmeRenderer
 from pm.upload import ADD, WAREHOUSE, Publisher, UploadService
 
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
+DEFAULT_LIMITS = Limits()
 
 # Every ecosystem's companion files, for a BlobStore made before assembly.
 BLOB_SUFFIXES = tuple(dict.fromkeys((*PythonEcosystem.blob_suffixes,
@@ -80,11 +82,13 @@ def assemble(
     python_table: Callable[[Database, Callable[[], float]], PythonFiles] = PythonFiles,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     new_repos_authenticated: bool = False,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> Parts:
     """Every part of the server but its listeners and timers.
 
     ``checker`` and ``python_table`` let a test substitute parts it can hold back;
-    ``new_repos_authenticated`` is ``[Authentication] NewReposAuthByDefault``.
+    ``new_repos_authenticated`` is ``[Authentication] NewReposAuthByDefault``,
+    ``limits`` is ``[Limits]``.
     """
     pages = Pages(PageCache(cache_bytes), ChangeSerial(database, database.dialect.quick_connect))
     python_files = python_table(database, clock)
@@ -113,7 +117,7 @@ def assemble(
             raise BadUpload(f"source '{source.name}' of type '{source.type}' takes no packages")
         return ecosystem.publisher
 
-    uploads = UploadService(catalog, blobs, tokens, publisher_for)
+    uploads = UploadService(catalog, blobs, tokens, publisher_for, limits, UploadSlots(limits))
     housekeeper = Housekeeper(blobs, [e.digests_in_use for e in ecosystems], in_thread,
                               temp_max_age)
     api = AdminApi(catalog=catalog, token_store=token_store, tokens=tokens, uploads=uploads,

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from pm import gcfg
 from pm.errors import ConfigError
+from pm.limits import Limits
 
 __all__ = ["Config", "load_config", "parse_bool", "parse_config", "parse_duration",
            "parse_size"]
@@ -64,6 +65,26 @@ class Config:
     trusted_keys: tuple[Path, ...]
     # Bytes of index pages and file lookups kept in memory (pm.pagecache).
     cache_max_size: int
+    # [Limits], gathered by the ``limits`` property.
+    max_upload_size: int
+    max_field_size: int
+    max_form_parts: int
+    max_header_size: int
+    header_timeout: float
+    idle_timeout: float
+    min_body_rate: int
+    max_uploads: int
+    max_uploads_per_token: int
+
+    @property
+    def limits(self) -> Limits:
+        """What one client may take of the server (pm.limits)."""
+        return Limits(
+            max_upload_size=self.max_upload_size, max_field_size=self.max_field_size,
+            max_form_parts=self.max_form_parts, max_header_size=self.max_header_size,
+            header_timeout=self.header_timeout, idle_timeout=self.idle_timeout,
+            min_body_rate=self.min_body_rate, max_uploads=self.max_uploads,
+            max_uploads_per_token=self.max_uploads_per_token)
 
     @property
     def socket_path(self) -> Path:
@@ -320,6 +341,26 @@ def _parse_cache_size(text: str, base: Path) -> int:
     return size
 
 
+def _size_at_least(minimum: int) -> Callable[[str, Path], int]:
+    def parse(text: str, base: Path) -> int:
+        size = parse_size(text)
+        if size < minimum:
+            raise ValueError(f"must be at least {minimum} bytes")
+        return size
+    return parse
+
+
+def _count_at_least(minimum: int) -> Callable[[str, Path], int]:
+    def parse(text: str, base: Path) -> int:
+        if not re.fullmatch(r"\s*[0-9]+\s*", text):
+            raise ValueError("not a whole number")
+        count = int(text)
+        if count < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        return count
+    return parse
+
+
 def _needed(key: _Key) -> list[_Key]:
     return [_KEYS[(key.section.lower(), name.lower())] for name in key.needs]
 
@@ -424,6 +465,19 @@ _SCHEMA: tuple[_Key, ...] = (
     _Key("Storage", "CleanupInterval", _parse_interval, ("cleanup_interval",), default="10m"),
     _Key("Signatures", "TrustedKeys", _parse_path, ("trusted_keys",), repeatable=True),
     _Key("Cache", "MaxSize", _parse_cache_size, ("cache_max_size",), default="64MiB"),
+    _Key("Limits", "MaxUploadSize", _size_at_least(1024), ("max_upload_size",),
+         default="16GiB"),
+    _Key("Limits", "MaxFieldSize", _size_at_least(1024), ("max_field_size",), default="1MiB"),
+    # The file, its signature and the fields twine always sends fit in 30 parts.
+    _Key("Limits", "MaxFormParts", _count_at_least(30), ("max_form_parts",), default="1000"),
+    _Key("Limits", "MaxHeaderSize", _size_at_least(4096), ("max_header_size",),
+         default="16KiB"),
+    _Key("Limits", "HeaderTimeout", _parse_interval, ("header_timeout",), default="30s"),
+    _Key("Limits", "IdleTimeout", _parse_interval, ("idle_timeout",), default="5m"),
+    _Key("Limits", "MinBodyRate", _size_at_least(0), ("min_body_rate",), default="1KiB"),
+    _Key("Limits", "MaxUploads", _count_at_least(0), ("max_uploads",), default="128"),
+    _Key("Limits", "MaxUploadsPerToken", _count_at_least(0), ("max_uploads_per_token",),
+         default="64"),
 )
 
 _KEYS = MappingProxyType({(key.section.lower(), key.name.lower()): key for key in _SCHEMA})

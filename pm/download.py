@@ -57,8 +57,8 @@ WINDOWS_LAUNCHER = "t64.exe"
 CLIENT_PYTHON = (3, 9)
 
 # What the client imports from the server's package: the CLI needs pm's version
-# and errors, and pm.config (with pm.gcfg) only to find the admin socket.
-_PM_MODULES = ("pm", "pm.errors", "pm.config", "pm.gcfg")
+# and errors, and pm.config (with pm.gcfg and pm.limits) only to find the admin socket.
+_PM_MODULES = ("pm", "pm.errors", "pm.config", "pm.gcfg", "pm.limits")
 # Pure-Python distributions the CLI imports, bundled from their installed copies.
 _BUNDLED = ("click",)
 # Of a distribution's .dist-info, what is about this installation rather than

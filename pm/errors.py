@@ -22,6 +22,10 @@ class BadUpload(BadRequest):
     """An upload was refused; nothing of it was kept."""
 
 
+class TooLarge(BadUpload):
+    """A body, form field or form is over its configured limit; nothing of it was kept."""
+
+
 class NotFound(PackageManagerError):
     """The named thing does not exist."""
 
@@ -54,6 +58,22 @@ class Forbidden(PackageManagerError):
 
 class StoreUnavailable(PackageManagerError):
     """The database cannot be reached; the request may succeed later."""
+
+
+class RetryLater(PackageManagerError):
+    """Refused for now, not for good: the client may try again after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ServerBusy(RetryLater):
+    """The server has as many uploads in flight as it takes."""
+
+
+class TooManyUploads(RetryLater):
+    """One token has as many uploads in flight as it may."""
 
 
 class InsufficientStorage(PackageManagerError):

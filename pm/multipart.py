@@ -22,6 +22,7 @@ from urllib.parse import unquote_to_bytes
 
 __all__ = [
     "MultipartError",
+    "MultipartLimitError",
     "MultipartParser",
     "PartHandler",
     "PartHeaders",
@@ -34,6 +35,11 @@ class MultipartError(ValueError):
 
     The message is written for the client and is safe to send back as is.
     """
+
+
+class MultipartLimitError(MultipartError):
+    """The body is well-formed so far but over a limit: too many parts, or a part's
+    headers too large."""
 
 
 _NOT_FORM_DATA: Final = "Content-Type must be multipart/form-data"
@@ -469,7 +475,7 @@ class MultipartParser:
         else:
             raise MultipartError(_BAD_DELIMITER)
         if self._parts >= self._max_parts:
-            raise MultipartError(_TOO_MANY_PARTS)
+            raise MultipartLimitError(_TOO_MANY_PARTS)
         self._parts += 1
         self._state = _HEADERS
         # The leading LF stands for the line break just consumed, so an empty header
@@ -489,14 +495,14 @@ class MultipartParser:
         lf = head.find(b"\n\n", start)
         if crlf == -1 and lf == -1:
             if len(head) - 1 >= limit:
-                raise MultipartError(_HEADERS_TOO_LARGE)
+                raise MultipartLimitError(_HEADERS_TOO_LARGE)
             return pos + len(head) - before
         if lf == -1 or (crlf != -1 and crlf < lf):
             last, end = crlf, crlf + 3
         else:
             last, end = lf, lf + 2
         if end - 1 > limit:
-            raise MultipartError(_HEADERS_TOO_LARGE)
+            raise MultipartLimitError(_HEADERS_TOO_LARGE)
         headers = _parse_part_headers(bytes(head[1:last]))
         self._head = bytearray()
         self._state = _DATA

@@ -28,9 +28,16 @@ from pm.errors import (
     InsufficientStorage,
     NotFound,
     PackageManagerError,
+    RetryLater,
+    ServerBusy,
     StoreUnavailable,
+    TooLarge,
+    TooManyUploads,
     Unauthorized,
 )
+
+# RFC 6585's code, which twisted.web.http does not name.
+TOO_MANY_REQUESTS = 429
 
 
 class NotAcceptable(PackageManagerError):
@@ -38,6 +45,7 @@ class NotAcceptable(PackageManagerError):
 
 
 _STATUS: tuple[tuple[type[PackageManagerError], int], ...] = (
+    (TooLarge, http.REQUEST_ENTITY_TOO_LARGE),
     (BadRequest, http.BAD_REQUEST),
     (Unauthorized, http.UNAUTHORIZED),
     (Forbidden, http.FORBIDDEN),
@@ -45,6 +53,8 @@ _STATUS: tuple[tuple[type[PackageManagerError], int], ...] = (
     (NotAcceptable, http.NOT_ACCEPTABLE),
     (Conflict, http.CONFLICT),
     (StoreUnavailable, http.SERVICE_UNAVAILABLE),
+    (ServerBusy, http.SERVICE_UNAVAILABLE),
+    (TooManyUploads, TOO_MANY_REQUESTS),
     (InsufficientStorage, http.INSUFFICIENT_STORAGE_SPACE),
 )
 
@@ -157,6 +167,8 @@ def domain_error(self: Any, request: Any, failure: Failure,
     phrase = reason(error.message)
     if code == http.UNAUTHORIZED:
         request.setHeader(b"www-authenticate", b'Basic realm="packagemanager"')
+    if isinstance(error, RetryLater):
+        request.setHeader(b"retry-after", str(error.retry_after).encode())
     request.setHeader(b"x-content-type-options", b"nosniff")
     path = request.path or b""
     if path.startswith(b"/__api__/"):

@@ -44,10 +44,9 @@ from pm.db import Database, Dialect, SchemaTooNew, migrate, postgres_dialect, sq
 from pm.errors import ConfigError
 from pm.signatures import SignatureChecker
 from pm.tokens import TokenAuthority, load_or_create_key
-from pm.web import RequestFactory
+from pm.web import RequestFactory, guarded_site
 
 DEFAULT_CONFIG = "/etc/rstudio-pm/rstudio-pm.gcfg"
-IDLE_TIMEOUT = 300.0
 _TLS_KEY_TYPES = (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey,
                   ed448.Ed448PrivateKey)
 
@@ -276,7 +275,8 @@ def build(config: Config, reactor: Any) -> service.MultiService:
 
     parts = assemble(database, blobs, authority, signatures, clock, in_thread,
                      config.temp_max_age, cache_bytes=config.cache_max_size,
-                     new_repos_authenticated=config.new_repos_auth_by_default)
+                     new_repos_authenticated=config.new_repos_auth_by_default,
+                     limits=config.limits)
     uploads = parts.uploads
     sweeper = internet.TimerService(
         config.cleanup_interval, lambda: ensureDeferred(parts.housekeeper.run())
@@ -285,10 +285,9 @@ def build(config: Config, reactor: Any) -> service.MultiService:
     sweeper.setServiceParent(top)
     resource = parts.resource()
 
-    # An idle connection is dropped well before TempMaxAge could sweep the
-    # temp file of an upload that is still open.
-    public = server.Site(resource, requestFactory=RequestFactory(uploads, local_admin=False),
-                         timeout=IDLE_TIMEOUT, logFormatter=redacted_log_formatter)
+    limits = config.limits
+    public = guarded_site(resource, limits, RequestFactory(uploads, local_admin=False),
+                          logFormatter=redacted_log_formatter)
     if tls is not None:
         https_listener = internet.SSLServer(
             config.https_listen_port, public, tls, interface=config.https_listen_host or ""
@@ -298,17 +297,18 @@ def build(config: Config, reactor: Any) -> service.MultiService:
     if config.https_permanent:
         base = https_base(config)
         # The redirecting request answers by itself: the Site's resource is never asked.
-        plain = server.Site(
-            notFound(), timeout=IDLE_TIMEOUT, logFormatter=redacted_log_formatter,
-            requestFactory=lambda channel, queued=None: RedirectToHTTPS(channel, base),
+        plain = guarded_site(
+            notFound(), limits,
+            lambda channel, queued=None: RedirectToHTTPS(channel, base),
+            logFormatter=redacted_log_formatter,
         )
     http_listener = internet.TCPServer(
         config.listen_port, plain, interface=config.listen_host or ""
     )
     http_listener.setServiceParent(top)
 
-    admin = server.Site(resource, requestFactory=RequestFactory(uploads, local_admin=True),
-                        logFormatter=redacted_log_formatter)
+    admin = guarded_site(resource, limits, RequestFactory(uploads, local_admin=True),
+                         logFormatter=redacted_log_formatter)
     socket_path = config.socket_path
     admin_listener = internet.UNIXServer(str(socket_path), admin, mode=0o660, wantPID=True)
     admin_listener.setServiceParent(top)

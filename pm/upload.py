@@ -37,9 +37,17 @@ from pm.errors import (
     InsufficientStorage,
     NotFound,
     PackageManagerError,
+    TooLarge,
     Unauthorized,
 )
-from pm.multipart import MultipartError, MultipartParser, PartHeaders, boundary_from_content_type
+from pm.limits import Limits, UploadSlot, UploadSlots
+from pm.multipart import (
+    MultipartError,
+    MultipartLimitError,
+    MultipartParser,
+    PartHeaders,
+    boundary_from_content_type,
+)
 from pm.signatures import MAX_SIGNATURE
 from pm.tokens import token_from_headers
 
@@ -51,9 +59,6 @@ _UPLOAD_PATHS = (
     (ADD, re.compile(rb"^/__api__/sources/([A-Za-z0-9._-]{1,100})/packages/?(?:\?.*)?$")),
 )
 
-MAX_FIELD = 1024 * 1024
-MAX_FIELDS_TOTAL = 8 * 1024 * 1024
-MAX_PARTS = 1000
 # Body bytes held in memory while the token is checked; past this the
 # connection is paused, so a slow database never means a large buffer.
 PENDING_LIMIT = 256 * 1024
@@ -240,11 +245,15 @@ class UploadService:
         blobs: BlobStore,
         tokens: TokenChecker,
         publisher_for: PublisherFor,
+        limits: Limits,
+        slots: UploadSlots,
     ) -> None:
         self.catalog = catalog
         self.blobs = blobs
         self.tokens = tokens
         self.publisher_for = publisher_for
+        self.limits = limits
+        self.slots = slots
 
     @staticmethod
     def match(method: bytes, path: bytes) -> UploadTarget | None:
@@ -263,10 +272,13 @@ class UploadService:
         headers: Headers,
         *,
         local: bool,
+        length: int | None = None,
         pause: Callable[[], None] = lambda: None,
         resume: Callable[[], None] = lambda: None,
     ) -> UploadReceiver:
-        return UploadReceiver(self, target, headers, local=local, pause=pause, resume=resume)
+        """A receiver for an upload whose body is ``length`` bytes (None: chunked)."""
+        return UploadReceiver(self, target, headers, local=local, length=length,
+                              pause=pause, resume=resume)
 
     def receive_buffered(self, request: Request) -> UploadReceiver:
         """A receiver fed from a body a plain ``Site`` buffered (test harnesses)."""
@@ -276,8 +288,10 @@ class UploadService:
             raise NotFound("no such source: names are 1-100 ASCII letters, digits, "
                            "'-', '_' or '.'")
         assert request.content is not None
+        request.content.seek(0, 2)
         receiver = self.receive(target, request.requestHeaders,
-                                local=getattr(request, "local_admin", False))
+                                local=getattr(request, "local_admin", False),
+                                length=request.content.tell())
         request.content.seek(0)
         while chunk := request.content.read(65536):
             receiver.feed(chunk)
@@ -299,10 +313,15 @@ class UploadReceiver:
         headers: Headers,
         *,
         local: bool,
+        length: int | None,
         pause: Callable[[], None],
         resume: Callable[[], None],
     ) -> None:
         self._service = service
+        self._limits = service.limits
+        self._length = length
+        self._body_size = 0
+        self._slot: UploadSlot | None = None
         self._target = target
         self._source_name = target.source
         self._publisher: Publisher | None = None
@@ -338,13 +357,19 @@ class UploadReceiver:
 
     async def _authorize(self) -> None:
         try:
+            limit = self._limits.max_upload_size
+            if self._length is not None and self._length > limit:
+                raise TooLarge(f"the upload is {self._length} bytes; this server takes "
+                               f"uploads of at most {limit} bytes")
             self.principal = await self._principal()
+            claims = self.principal.claims
+            self._slot = self._service.slots.acquire(None if claims is None else claims.guid)
             self.source = await self._resolve_source(self.principal)
             self._publisher = self._service.publisher_for(self._target.route, self.source)
             self._parser = MultipartParser(
                 boundary_from_content_type(_header(self._headers, b"content-type")),
                 self,
-                max_parts=MAX_PARTS,
+                max_parts=self._limits.max_form_parts,
             )
         except MultipartError as e:
             self._fail(BadUpload(str(e)))
@@ -416,6 +441,11 @@ class UploadReceiver:
 
     def feed(self, data: bytes) -> None:
         """A chunk of the request body, as it arrives."""
+        self._body_size += len(data)
+        if self._body_size > self._limits.max_upload_size and self._error is None:
+            # A chunked body announced no length: it is refused once it passes the limit.
+            self._fail(TooLarge(f"the upload is over {self._limits.max_upload_size} bytes, "
+                                "this server's limit"))
         if self._pending is not None:
             self._pending.append(data)
             self._pending_size += len(data)
@@ -442,6 +472,8 @@ class UploadReceiver:
             return
         try:
             self._parser.feed(data)
+        except MultipartLimitError as e:
+            self._fail(TooLarge(str(e)))
         except MultipartError as e:
             self._fail(BadUpload(str(e)))
         except PackageManagerError as e:
@@ -451,9 +483,12 @@ class UploadReceiver:
             self._fail(storage_error(e))
 
     def abort(self) -> None:
-        """The request ended; if the upload was never finished, drop what it wrote."""
+        """The request ended: its upload slot is freed, and if the upload was never
+        finished, what it wrote is dropped."""
         if not self._received:
             self._fail(BadUpload("the upload ended before it was complete"))
+        if self._slot is not None:
+            self._slot.release()
 
     def _fail(self, error: PackageManagerError) -> None:
         if self._error is None:
@@ -503,12 +538,13 @@ class UploadReceiver:
         else:
             self._field_data += data
             self._fields_size += len(data)
-            if len(self._field_data) > MAX_FIELD:
-                raise BadUpload(
-                    f"Field '{self._field_name}' is too large (over {MAX_FIELD} bytes)."
-                )
-            if self._fields_size > MAX_FIELDS_TOTAL:
-                raise BadUpload(f"The form fields are too large (over {MAX_FIELDS_TOTAL} bytes).")
+            limits = self._limits
+            if len(self._field_data) > limits.max_field_size:
+                raise TooLarge(f"Field '{self._field_name}' is too large "
+                               f"(over {limits.max_field_size} bytes).")
+            if self._fields_size > limits.max_fields_total:
+                raise TooLarge(
+                    f"The form fields are too large (over {limits.max_fields_total} bytes).")
 
     def part_ended(self) -> None:
         if self._part == "content":

@@ -10,19 +10,27 @@ An upload is refused as soon as its token or source is: a client that asked
 ``Expect: 100-continue`` gets no 100 before the token is accepted, and the
 refusal is answered at once; a client that sends its body regardless has at
 most :data:`~pm.upload.DRAIN_LIMIT` of it read before the answer and the close.
+
+Every connection goes through a :class:`GuardedChannel`, which holds clients
+to ``[Limits]``: headers within ``HeaderTimeout`` and ``MaxHeaderSize``, bodies
+at ``MinBodyRate`` or faster, so a client sending a byte a second holds a
+connection for seconds, not forever.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.web import http, server
+from twisted.python.failure import Failure
+from twisted.web import http, resource, server
 from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
 
+from pm.limits import Limits
 from pm.upload import UploadReceiver, UploadTarget
 
 
@@ -30,7 +38,8 @@ class Uploads(Protocol):
     def match(self, method: bytes, path: bytes) -> UploadTarget | None: ...
 
     def receive(
-        self, target: UploadTarget, headers: Headers, *, local: bool, pause: Any, resume: Any
+        self, target: UploadTarget, headers: Headers, *, local: bool, length: int | None,
+        pause: Any, resume: Any
     ) -> UploadReceiver: ...
 
 
@@ -97,12 +106,17 @@ class StreamingRequest(server.Request):
         self._hold_continue()
         transport = self.channel.transport
         assert transport is not None
+        pause, resume = transport.pauseProducing, transport.resumeProducing
+        if isinstance(self.channel, GuardedChannel):
+            # A client the server holds back is not a slow client.
+            pause, resume = self.channel.hold_reads, self.channel.release_reads
         upload = self.upload = self._uploads.receive(
             target,
             self.requestHeaders,
             local=self.local_admin,
-            pause=transport.pauseProducing,
-            resume=transport.resumeProducing,
+            length=length,
+            pause=pause,
+            resume=resume,
         )
         # Whatever ends the request (a response, a disconnect, a route that
         # never ran), an upload that did not complete leaves nothing behind.
@@ -229,3 +243,160 @@ class RequestFactory:
 
     def __call__(self, channel: HTTPChannel, queued: object = None) -> StreamingRequest:
         return StreamingRequest(channel, uploads=self._uploads, local_admin=self._local_admin)
+
+
+# RFC 6585's code, which twisted.web.http does not name.
+REQUEST_HEADER_FIELDS_TOO_LARGE = 431
+
+
+class GuardedChannel(HTTPChannel):
+    """An HTTP/1.1 channel that holds each client to the header and body limits.
+
+    Headers: the request line and headers must arrive within ``header_timeout``
+    of the connection's start or of the request's first byte, and within
+    ``max_header_size`` bytes (431). A body must arrive at ``min_body_rate``
+    bytes a second or faster, over each ``rate_window``; a stretch in which the
+    server itself held the connection paused (a token check, a disk slower
+    than the network) does not count against the client. Too slow is 408 and
+    the connection is closed; an upload cut off that way leaves nothing behind,
+    like any other disconnect.
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        super().__init__()
+        self._limits = limits
+        self.totalHeadersSize = limits.max_header_size
+        self.MAX_LENGTH = limits.max_header_size
+        self._awaiting_headers = True
+        # IDelayedCall, which mypy cannot call through a zope interface.
+        self._header_deadline: Any = None
+        self._rate_check: Any = None
+        self._window_bytes = 0
+        self._reads_held = 0
+        self._held_in_window = False
+        self._closing = False
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._expect_headers()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._rate_check is not None:
+            self._window_bytes += len(data)
+        elif self._awaiting_headers and not self._handlingRequest:
+            self._expect_headers()
+        super().dataReceived(data)
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._closing:
+            # The rest of a buffer that held the refused line.
+            return
+        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+            self._refuse(REQUEST_HEADER_FIELDS_TOO_LARGE, b"Request Header Fields Too Large",
+                         f"the request line and headers are over {self.totalHeadersSize} "
+                         "bytes, this server's limit")
+            return
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._refuse(REQUEST_HEADER_FIELDS_TOO_LARGE, b"Request Header Fields Too Large",
+                     f"a request or header line is over {self.MAX_LENGTH} bytes, this "
+                     "server's limit")
+
+    def allHeadersReceived(self) -> None:
+        self._awaiting_headers = False
+        self._cancel_header_deadline()
+        super().allHeadersReceived()
+        if self.length != 0 and self._limits.min_body_rate and self.transport is not None:
+            self._window_bytes = 0
+            self._held_in_window = self._reads_held > 0
+            self._rate_check = self.callLater(self._limits.rate_window, self._check_rate)
+
+    def allContentReceived(self) -> None:
+        self._awaiting_headers = True
+        self._cancel_rate_check()
+        super().allContentReceived()
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self._cancel_header_deadline()
+        self._cancel_rate_check()
+        super().connectionLost(reason)
+
+    def hold_reads(self) -> None:
+        """Stop reading the client's bytes, for the server's own reasons."""
+        self._reads_held += 1
+        self._held_in_window = True
+        if self._reads_held == 1 and self.transport is not None:
+            self.transport.pauseProducing()
+
+    def release_reads(self) -> None:
+        self._reads_held -= 1
+        if self._reads_held == 0 and self.transport is not None:
+            self.transport.resumeProducing()
+
+    def _expect_headers(self) -> None:
+        if self._header_deadline is None:
+            self._header_deadline = self.callLater(self._limits.header_timeout,
+                                                   self._headers_too_slow)
+
+    def _headers_too_slow(self) -> None:
+        self._header_deadline = None
+        self._refuse(http.REQUEST_TIMEOUT, b"Request Timeout",
+                     f"the request's headers took over {self._limits.header_timeout:g} "
+                     "seconds to arrive")
+
+    def _check_rate(self) -> None:
+        self._rate_check = None
+        limits = self._limits
+        if not self._held_in_window \
+                and self._window_bytes < limits.min_body_rate * limits.rate_window:
+            self._refuse(http.REQUEST_TIMEOUT, b"Request Timeout",
+                         f"the request's body arrived slower than {limits.min_body_rate} "
+                         f"bytes a second over {limits.rate_window:g} seconds")
+            return
+        self._window_bytes = 0
+        self._held_in_window = self._reads_held > 0
+        self._rate_check = self.callLater(limits.rate_window, self._check_rate)
+
+    def _cancel_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _cancel_rate_check(self) -> None:
+        if self._rate_check is not None:
+            self._rate_check.cancel()
+            self._rate_check = None
+
+    def _refuse(self, code: int, phrase: bytes, message: str) -> None:
+        """Answer ``code`` unless the request already has an answer, and close."""
+        self._cancel_header_deadline()
+        self._cancel_rate_check()
+        transport: Any = self.transport
+        if transport is None or self._closing:
+            return
+        self._closing = True
+        self._log.info("Refusing client {peer}: {message}", peer=str(transport.getPeer()),
+                       message=message)
+        if not any(getattr(r, "startedWriting", False) for r in self.requests):
+            body = f"{code} {message}\n".encode()
+            transport.write(b"HTTP/1.1 %d %s\r\nConnection: close\r\n"
+                            b"Content-Type: text/plain; charset=utf-8\r\n"
+                            b"X-Content-Type-Options: nosniff\r\n"
+                            b"Content-Length: %d\r\n\r\n%s"
+                            % (code, phrase, len(body), body))
+        # Closes once the answer is written, and aborts if the client never reads it.
+        self.timeoutConnection()
+
+
+def guarded_site(
+    root: resource.IResource,
+    limits: Limits,
+    request_factory: Callable[..., server.Request],
+    **kwargs: Any,
+) -> server.Site:
+    """A ``Site`` whose connections are :class:`GuardedChannel` s held to ``limits``."""
+    site = server.Site(root, requestFactory=request_factory, timeout=limits.idle_timeout,
+                       **kwargs)
+    site.protocol = lambda: GuardedChannel(limits)  # type: ignore[assignment,method-assign,return-value]
+    return site

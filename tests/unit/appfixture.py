@@ -27,12 +27,13 @@ from twisted.internet.threads import deferToThread
 from twisted.python.threadpool import ThreadPool
 
 from pm.app import PackageManagerApp
-from pm.assembly import BLOB_SUFFIXES, Parts, assemble
+from pm.assembly import BLOB_SUFFIXES, DEFAULT_LIMITS, Parts, assemble
 from pm.auth import TokenChecker
 from pm.blobs import BlobStore
 from pm.catalog import Catalog, Source
 from pm.db import Database, migrate, sqlite_dialect
 from pm.housekeeping import Housekeeper, Swept
+from pm.limits import Limits
 from pm.python.files import PythonFiles
 from pm.signatures import SignatureChecker
 from pm.testing import Clock
@@ -80,6 +81,10 @@ class AppEnv:
     @property
     def uploads(self) -> UploadService:
         return self.parts.uploads
+
+    @property
+    def limits(self) -> Limits:
+        return self.parts.uploads.limits
 
     @property
     def app(self) -> PackageManagerApp:
@@ -149,10 +154,11 @@ def build_env(root: Path, *, tokens_enabled: bool = True,
               checker: Callable[[TokenAuthority | None, TokenStore, Callable[[], float]],
                                 TokenChecker]
               = TokenChecker,
-              python_files: type[PythonFiles] = PythonFiles) -> AppEnv:
+              python_files: type[PythonFiles] = PythonFiles,
+              limits: Limits = DEFAULT_LIMITS) -> AppEnv:
     """Assemble a server exactly as ``pm.service.build`` does, minus the listeners;
     ``checker`` and ``python_files`` let a test substitute a subclass that it can
-    hold back."""
+    hold back, ``limits`` is ``[Limits]``."""
     clock = Clock()
     dialect = sqlite_dialect(root / "db")
     migrate(dialect)
@@ -166,7 +172,7 @@ def build_env(root: Path, *, tokens_enabled: bool = True,
     signatures = SignatureChecker(root / "gnupg", ())
     signatures.prepare()
     parts = assemble(database, blobs, authority, signatures, clock, in_thread, 3600.0,
-                     checker=checker, python_table=python_files)
+                     checker=checker, python_table=python_files, limits=limits)
     return AppEnv(root, clock, database, parts, blobs, authority, signatures)
 
 

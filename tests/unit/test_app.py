@@ -209,8 +209,8 @@ def signer() -> Iterator[Signer]:
 
 @pytest_twisted.ensureDeferred
 async def test_status_reports_version_database_and_uptime(env: AppEnv, client: Client) -> None:
-    """GET /__api__/status needs no token and answers JSON with version, database and
-    uptime measured on the injected clock."""
+    """GET /__api__/status needs no token and answers JSON with version, database,
+    uptime measured on the injected clock, the cache and the uploads in flight."""
     env.clock.advance(12.5)
 
     reply = await client.get("/__api__/status")
@@ -220,6 +220,7 @@ async def test_status_reports_version_database_and_uptime(env: AppEnv, client: C
     status = reply.json()
     assert status.pop("cache") == {"entries": 0, "bytes": 0, "max_bytes": 64 * 1024 * 1024,
                                    "hits": 0, "misses": 0}
+    assert status.pop("uploads") == {"in_flight": 0, "limit": 128}
     assert status == {"version": __version__, "database": "sqlite", "uptime": 12.5,
                       "api_token_auth": True}
 

@@ -11,6 +11,7 @@ import pytest
 import pm.config
 from pm.config import Config, load_config, parse_bool, parse_config, parse_duration
 from pm.errors import ConfigError
+from pm.limits import Limits
 
 FILE = "/etc/rspm/test.gcfg"
 
@@ -54,7 +55,44 @@ def test_defaults() -> None:
         cleanup_interval=600.0,
         trusted_keys=(),
         cache_max_size=64 * 1024 * 1024,
+        max_upload_size=16 * 1024**3,
+        max_field_size=1024**2,
+        max_form_parts=1000,
+        max_header_size=16 * 1024,
+        header_timeout=30.0,
+        idle_timeout=300.0,
+        min_body_rate=1024,
+        max_uploads=128,
+        max_uploads_per_token=64,
     )
+    assert c.limits == Limits()
+
+
+def test_limits_are_read() -> None:
+    """Every [Limits] key reaches the Limits the server is built with."""
+    c = config("[Limits]\nMaxUploadSize = 2GiB\nMaxFieldSize = 64k\nMaxFormParts = 50\n"
+               "MaxHeaderSize = 8KiB\nHeaderTimeout = 10s\nIdleTimeout = 1m\n"
+               "MinBodyRate = 0\nMaxUploads = 0\nMaxUploadsPerToken = 4\n")
+    assert c.limits == Limits(
+        max_upload_size=2 * 1024**3, max_field_size=64 * 1024, max_form_parts=50,
+        max_header_size=8 * 1024, header_timeout=10.0, idle_timeout=60.0, min_body_rate=0,
+        max_uploads=0, max_uploads_per_token=4)
+
+
+@pytest.mark.parametrize(("line", "reason"), [
+    ("MaxUploadSize = 10", "must be at least 1024 bytes"),
+    ("MaxFormParts = 3", "must be at least 30"),
+    ("MaxUploads = -1", "not a whole number"),
+    ("MaxUploadsPerToken = many", "not a whole number"),
+    ("HeaderTimeout = 0", "must be longer than zero"),
+    ("MinBodyRate = fast", "is not a size"),
+])
+def test_bad_limits_are_refused(line: str, reason: str) -> None:
+    """A [Limits] value out of range stops the start with the key and the reason."""
+    with pytest.raises(ConfigError) as raised:
+        config(f"[Limits]\n{line}\n")
+    assert f"[Limits] {line.split()[0]}" in str(raised.value)
+    assert reason in str(raised.value)
 
 
 def test_comments_and_empty_sections_give_defaults() -> None:
@@ -123,6 +161,17 @@ def test_full_file() -> None:
         TrustedKeys = /etc/rspm/keys/b.asc
         [Cache]
         MaxSize = 512k
+
+        [Limits]
+        MaxUploadSize = 100MiB
+        MaxFieldSize = 2MiB
+        MaxFormParts = 200
+        MaxHeaderSize = 32KiB
+        HeaderTimeout = 20s
+        IdleTimeout = 2m
+        MinBodyRate = 4KiB
+        MaxUploads = 32
+        MaxUploadsPerToken = 8
         """
     )
     assert c == Config(
@@ -146,6 +195,15 @@ def test_full_file() -> None:
         cleanup_interval=30.0,
         trusted_keys=(Path("/etc/rspm/keys/a.asc"), Path("/etc/rspm/keys/b.asc")),
         cache_max_size=512 * 1024,
+        max_upload_size=100 * 1024**2,
+        max_field_size=2 * 1024**2,
+        max_form_parts=200,
+        max_header_size=32 * 1024,
+        header_timeout=20.0,
+        idle_timeout=120.0,
+        min_body_rate=4096,
+        max_uploads=32,
+        max_uploads_per_token=8,
     )
 
 
@@ -623,7 +681,7 @@ def test_unknown_section() -> None:
     """An unknown section is named with the file and line and the known sections listed."""
     assert error("[Server]\nDataDir = /a\n\n\n\n\n[Databse]\nProvider = sqlite\n") == (
         "etc/x.gcfg:7: [Databse]: unknown section (known: Authentication, Cache, Database, "
-        "HTTP, HTTPS, Postgres, SQLite, Server, Signatures, Storage)"
+        "HTTP, HTTPS, Limits, Postgres, SQLite, Server, Signatures, Storage)"
     )
 
 

@@ -64,7 +64,7 @@ def _run(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_archive_holds_the_client_its_pm_modules_and_click() -> None:
-    """__main__.py, every module of cli, the four pm modules the CLI imports, and click with
+    """__main__.py, every module of cli, the five pm modules the CLI imports, and click with
     its METADATA and licence; no bytecode, no record of this installation."""
     names = zipfile.ZipFile(io.BytesIO(client_archive())).namelist()
     cli_dir = Path(cli.__file__).parent
@@ -72,7 +72,7 @@ def test_archive_holds_the_client_its_pm_modules_and_click() -> None:
     assert {"__main__.py", "pm/__init__.py", "pm/errors.py", "pm/config.py",
             "pm/gcfg.py", "click/__init__.py", "click/core.py"} <= set(names)
     assert [n for n in names if n.startswith("pm/")] == [
-        "pm/__init__.py", "pm/config.py", "pm/errors.py", "pm/gcfg.py"]
+        "pm/__init__.py", "pm/config.py", "pm/errors.py", "pm/gcfg.py", "pm/limits.py"]
     version = importlib.metadata.version("click")
     info = f"click-{version}.dist-info/"
     assert f"{info}METADATA" in names
@@ -99,9 +99,10 @@ def test_archive_carries_the_code_the_installed_client_runs() -> None:
     import pm.config
     import pm.errors
     import pm.gcfg
+    import pm.limits
 
     archive = zipfile.ZipFile(io.BytesIO(client_archive()))
-    modules = [cli, pm.config, pm.errors, pm.gcfg, click]
+    modules = [cli, pm.config, pm.errors, pm.gcfg, pm.limits, click]
     for module in modules:
         source = Path(str(module.__file__))
         name = module.__name__.replace(".", "/")

@@ -175,7 +175,7 @@ async def test_the_admin_socket_serves_a_request_without_host(
 ) -> None:
     """Over a UNIX socket a request with no Host header is addressed to localhost:
     /__api__/status answers 200 and nothing logs a traceback."""
-    admin = Server(env, admin_site(env))
+    admin = Server(env, admin_site(env), task.Clock())
     conn = admin.connect()
     conn.transport.hostAddr = UNIXAddress(b"pm-test.sock")
 

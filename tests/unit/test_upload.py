@@ -39,14 +39,12 @@ from pm.housekeeping import Swept
 from pm.python.files import PythonFile, PythonFiles
 from pm.tokens import Grant, TokenAuthority, generate_key
 from pm.upload import (
-    MAX_FIELD,
-    MAX_PARTS,
     PENDING_LIMIT,
     UploadService,
     UploadTarget,
     digests_to_compute,
 )
-from pm.web import MAX_BODY, UPLOAD_READ_SIZE, RequestFactory, StreamingRequest
+from pm.web import MAX_BODY, UPLOAD_READ_SIZE, RequestFactory, StreamingRequest, guarded_site
 from tests.support.packages import (
     build_sdist,
     build_wheel,
@@ -191,6 +189,7 @@ class Server:
 
     env: AppEnv
     site: Site
+    clock: task.Clock
     requests: list[StreamingRequest] = field(default_factory=list)
 
     def connect(self) -> Connection:
@@ -307,9 +306,10 @@ def public_site(env: AppEnv) -> Server:
         requests.append(request)
         return request
 
-    # A Clock of its own keeps the channels' idle timeouts off the real reactor.
-    site = Site(env.app.resource(), requestFactory=request_factory, reactor=task.Clock())
-    return Server(env, site, requests)
+    # A Clock of its own keeps the channels' timeouts off the real reactor.
+    clock = task.Clock()
+    site = guarded_site(env.app.resource(), env.limits, request_factory, reactor=clock)
+    return Server(env, site, clock, requests)
 
 
 @pytest.fixture
@@ -953,11 +953,12 @@ async def _r_source(env: AppEnv, upload: Upload, dist: Path) -> Upload:
 
 
 async def _big_field(env: AppEnv, upload: Upload, dist: Path) -> Upload:
-    return replace(upload, fields=[*upload.fields, ("description", "x" * (MAX_FIELD + 1))])
+    value = "x" * (env.limits.max_field_size + 1)
+    return replace(upload, fields=[*upload.fields, ("description", value)])
 
 
 async def _too_many_parts(env: AppEnv, upload: Upload, dist: Path) -> Upload:
-    extra = [("classifiers", "Topic :: Utilities")] * MAX_PARTS
+    extra = [("classifiers", "Topic :: Utilities")] * env.limits.max_form_parts
     return replace(upload, fields=[*upload.fields, *extra])
 
 
@@ -1087,8 +1088,8 @@ REFUSED = {
                                    _no_metadata),
     "unknown-source": Case(404, "no source named 'nowhere'", _unknown_source),
     "r-source": Case(400, "cannot take Python packages", _r_source),
-    "field-too-large": Case(400, "Field 'description' is too large", _big_field),
-    "too-many-parts": Case(400, "too many multipart parts", _too_many_parts),
+    "field-too-large": Case(413, "Field 'description' is too large", _big_field),
+    "too-many-parts": Case(413, "too many multipart parts", _too_many_parts),
     "not-a-signature": Case(400, "Invalid signature", _bad_signature),
     "no-authorization": Case(401, "authentication required", _no_token),
     "token-for-another-source": Case(403, "does not allow publishing to source 'uploads'",

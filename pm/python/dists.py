@@ -17,8 +17,10 @@ import email.header
 import email.message
 import email.parser
 import email.policy
+import io
 import os
 import re
+import struct
 import zipfile
 import zlib
 from collections.abc import Iterable
@@ -453,32 +455,54 @@ def _open_zip(fileobj: IO[bytes]) -> zipfile.ZipFile:
         raise _invalid("not a zip archive")
     _check_zip_entry_count(fileobj)
     try:
-        archive = zipfile.ZipFile(fileobj)
+        return zipfile.ZipFile(fileobj)
     except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError, OSError):
         raise _invalid("not a zip archive") from None
-    # The count the end record states may understate the directory zipfile read.
-    if len(archive.infolist()) > MAX_MEMBERS:
-        archive.close()
-        raise _too_many_members()
-    return archive
 
 
 def _too_many_members() -> BadUpload:
     return _invalid(f"the archive has more than {MAX_MEMBERS} members")
 
 
+# A central directory entry's fixed part, and where in it the three lengths of
+# its variable parts (name, extra field, comment) are.
+_CENTRAL_ENTRY = struct.Struct("<4s24xHHH12x")
+_CENTRAL_SIGNATURE = b"PK\x01\x02"
+
+
 def _check_zip_entry_count(fileobj: IO[bytes]) -> None:
-    """Refuse an archive whose end record counts more than MAX_MEMBERS entries.
+    """Refuse an archive whose central directory holds more than MAX_MEMBERS entries.
 
     zipfile builds a ZipInfo for every central directory entry on opening,
-    about 500 bytes each, so the count is read first from the end of central
-    directory record (zip64 included), by zipfile's own reader of it.
+    about 500 bytes each, whatever count the end record states. So the entries
+    are counted first, the way zipfile walks them (from the end record it
+    finds, zip64 included), reading only each entry's fixed part.
     """
     end = zipfile._EndRecData(fileobj)  # type: ignore[attr-defined]
     if end is None:
         raise _invalid("not a zip archive")
     if end[zipfile._ECD_ENTRIES_TOTAL] > MAX_MEMBERS:  # type: ignore[attr-defined]
         raise _too_many_members()
+    size = end[zipfile._ECD_SIZE]  # type: ignore[attr-defined]
+    # Bytes before the archive (a self-extractor's stub) shift every offset.
+    start = end[zipfile._ECD_LOCATION] - size  # type: ignore[attr-defined]
+    if end[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:  # type: ignore[attr-defined]
+        start -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator  # type: ignore[attr-defined]
+    fileobj.seek(start)
+    walked = count = 0
+    while walked < size:
+        fixed = fileobj.read(_CENTRAL_ENTRY.size)
+        if len(fixed) < _CENTRAL_ENTRY.size:
+            return
+        signature, *lengths = _CENTRAL_ENTRY.unpack(fixed)
+        if signature != _CENTRAL_SIGNATURE:
+            # zipfile refuses it when it opens the archive.
+            return
+        count += 1
+        if count > MAX_MEMBERS:
+            raise _too_many_members()
+        fileobj.seek(sum(lengths), io.SEEK_CUR)
+        walked += _CENTRAL_ENTRY.size + sum(lengths)
 
 
 def _check_zip_members(archive: zipfile.ZipFile, packed: int) -> None:

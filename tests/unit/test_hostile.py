@@ -8,6 +8,7 @@ without tracebacks or unbounded work.
 
 from __future__ import annotations
 
+import tracemalloc
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,3 +213,30 @@ def test_a_wheel_with_too_many_members_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(BadUpload, match=f"more than {MAX_MEMBERS} members"):
         inspect_wheel(path, parse_filename(filename))
+
+
+def test_a_wheel_whose_end_record_understates_its_entries_is_refused(tmp_path: Path) -> None:
+    """An end record claiming one entry for a directory of MAX_MEMBERS + 1 is refused by
+    counting the directory itself, before zipfile builds an entry (~500 bytes) for each."""
+    filename = "example_package-1.0.0-py3-none-any.whl"
+    path = tmp_path / filename
+    with zipfile.ZipFile(path, "w") as archive:
+        for index in range(MAX_MEMBERS + 1):
+            archive.writestr(f"e/{index}", b"")
+    data = bytearray(path.read_bytes())
+    # So many entries take a zip64 end record (56 bytes, before the 20-byte locator and
+    # the 22-byte classic end record); its entry counts are 8 bytes at offsets 24 and 32.
+    zip64_end = len(data) - 22 - 20 - 56
+    assert data[zip64_end:zip64_end + 4] == b"PK\x06\x06"
+    data[zip64_end + 24:zip64_end + 40] = (1).to_bytes(8, "little") * 2
+    path.write_bytes(bytes(data))
+    assert len(zipfile.ZipFile(path).infolist()) == MAX_MEMBERS + 1
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(BadUpload, match=f"more than {MAX_MEMBERS} members"):
+            inspect_wheel(path, parse_filename(filename))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024, peak

@@ -36,7 +36,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.pages import notFound
 
 from pm import __version__
-from pm.accesslog import redacted_log_formatter
+from pm.accesslog import AccessLog, AccessLoggedSite
 from pm.assembly import BLOB_SUFFIXES, assemble
 from pm.blobs import BlobStore, hashing_threads
 from pm.config import Config, load_config
@@ -287,8 +287,19 @@ def build(config: Config, reactor: Any) -> service.MultiService:
 
     # An idle connection is dropped well before TempMaxAge could sweep the
     # temp file of an upload that is still open.
-    public = server.Site(resource, requestFactory=RequestFactory(uploads, local_admin=False),
-                         timeout=IDLE_TIMEOUT, logFormatter=redacted_log_formatter)
+    access_log = AccessLog(config.access_log, reactor)
+    try:
+        access_log.open()
+    except OSError as e:
+        _fail(f"[HTTP] AccessLog {config.access_log}: {e.strerror or e}")
+    reactor.callWhenRunning(access_log.start)
+    reactor.callWhenRunning(access_log.reopen_on, (signal.SIGHUP, signal.SIGUSR1))
+    # After the listeners and their connections are gone: the last lines are written.
+    reactor.addSystemEventTrigger("after", "shutdown", access_log.close)
+
+    public = AccessLoggedSite(resource, access_log,
+                              requestFactory=RequestFactory(uploads, local_admin=False),
+                              timeout=IDLE_TIMEOUT)
     if tls is not None:
         https_listener = internet.SSLServer(
             config.https_listen_port, public, tls, interface=config.https_listen_host or ""
@@ -298,8 +309,8 @@ def build(config: Config, reactor: Any) -> service.MultiService:
     if config.https_permanent:
         base = https_base(config)
         # The redirecting request answers by itself: the Site's resource is never asked.
-        plain = server.Site(
-            notFound(), timeout=IDLE_TIMEOUT, logFormatter=redacted_log_formatter,
+        plain = AccessLoggedSite(
+            notFound(), access_log, timeout=IDLE_TIMEOUT,
             requestFactory=lambda channel, queued=None: RedirectToHTTPS(channel, base),
         )
     http_listener = internet.TCPServer(
@@ -307,8 +318,8 @@ def build(config: Config, reactor: Any) -> service.MultiService:
     )
     http_listener.setServiceParent(top)
 
-    admin = server.Site(resource, requestFactory=RequestFactory(uploads, local_admin=True),
-                        logFormatter=redacted_log_formatter)
+    admin = AccessLoggedSite(resource, access_log,
+                             requestFactory=RequestFactory(uploads, local_admin=True))
     socket_path = config.socket_path
     admin_listener = internet.UNIXServer(str(socket_path), admin, mode=0o660, wantPID=True)
     admin_listener.setServiceParent(top)

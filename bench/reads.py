@@ -750,7 +750,9 @@ SAMPLE_RATE = 100
 # Where a sample of the reactor thread is spent: the first of these frames
 # found from the innermost one outwards names its share.
 COST_FRAMES = (
+    ("access log line (format, redact, buffer)", "AccessLoggedSite.log "),
     ("access log line (HTTPFactory.log: format, write)", "HTTPFactory.log "),
+    ("sendfile (SendfileProducer.resumeProducing)", "SendfileProducer.resumeProducing "),
     ("socket send (Connection.writeSomeData)", "Connection.writeSomeData "),
     ("change serial read (ChangeSerial.current)", "ChangeSerial.current "),
     ("cache lookup (Pages.cached, less the serial)", "Pages.cached "),
@@ -1206,6 +1208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                      f"{args.r_packages} R packages"
         small_figures = measure_pages(base_label, load, args.runs, server, fetched, workdir)
         out += page_table(f"{base_label}; {load_average()}", small_figures)
+        # The server runs with the default [HTTP] AccessLog, as an operator's would.
+        logged = server.access_log().count("\n")
+        out.append(f"access log: {logged} lines so far in {server.access_log_path} "
+                   f"(the [HTTP] AccessLog default)")
 
         big_path, stored = big_file(server)
         if "downloads" not in skip:

@@ -65,6 +65,8 @@ class Config:
     trusted_keys: tuple[Path, ...]
     # Bytes of index pages and file lookups kept in memory (pm.pagecache).
     cache_max_size: int
+    # The access log file (pm.accesslog); logrotate moves it, SIGHUP or SIGUSR1 reopens it.
+    access_log: Path
     # [Limits], gathered by the ``limits`` property.
     max_upload_size: int
     max_field_size: int
@@ -387,6 +389,11 @@ def _sqlite_dir_default(values: Mapping[str, Any]) -> Path:
     return data_dir / "db"
 
 
+def _access_log_default(values: Mapping[str, Any]) -> Path:
+    data_dir: Path = values["data_dir"]
+    return data_dir / "logs" / "access.log"
+
+
 def _redact_url(text: str) -> str:
     try:
         url = urlsplit(text)
@@ -416,6 +423,7 @@ _SCHEMA: tuple[_Key, ...] = (
     _Key("Server", "DataDir", _parse_path, ("data_dir",), default="/var/lib/rstudio-pm"),
     _Key("Server", "SockFileDir", _parse_path, ("sock_file_dir",), default="/var/run/rstudio-pm"),
     _Key("HTTP", "Listen", _parse_listen, ("listen_host", "listen_port"), default=":4242"),
+    _Key("HTTP", "AccessLog", _parse_path, ("access_log",), default=_access_log_default),
     _Key(
         "HTTPS",
         "Listen",

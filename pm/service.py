@@ -36,7 +36,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.pages import notFound
 
 from pm import __version__
-from pm.accesslog import redacted_log_formatter
+from pm.accesslog import AccessLog, AccessLoggedSite
 from pm.assembly import BLOB_SUFFIXES, assemble
 from pm.blobs import BlobStore, hashing_threads
 from pm.config import Config, load_config
@@ -44,7 +44,7 @@ from pm.db import Database, Dialect, SchemaTooNew, migrate, postgres_dialect, sq
 from pm.errors import ConfigError
 from pm.signatures import SignatureChecker
 from pm.tokens import TokenAuthority, load_or_create_key
-from pm.web import RequestFactory, guarded_site
+from pm.web import RequestFactory, guard
 
 DEFAULT_CONFIG = "/etc/rstudio-pm/rstudio-pm.gcfg"
 _TLS_KEY_TYPES = (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey,
@@ -285,9 +285,20 @@ def build(config: Config, reactor: Any) -> service.MultiService:
     sweeper.setServiceParent(top)
     resource = parts.resource()
 
+    access_log = AccessLog(config.access_log, reactor)
+    try:
+        access_log.open()
+    except OSError as e:
+        _fail(f"[HTTP] AccessLog {config.access_log}: {e.strerror or e}")
+    reactor.callWhenRunning(access_log.start)
+    reactor.callWhenRunning(access_log.reopen_on, (signal.SIGHUP, signal.SIGUSR1))
+    # After the listeners and their connections are gone: the last lines are written.
+    reactor.addSystemEventTrigger("after", "shutdown", access_log.close)
+
     limits = config.limits
-    public = guarded_site(resource, limits, RequestFactory(uploads, local_admin=False),
-                          logFormatter=redacted_log_formatter)
+    public = guard(AccessLoggedSite(resource, access_log,
+                                    requestFactory=RequestFactory(uploads, local_admin=False)),
+                   limits)
     if tls is not None:
         https_listener = internet.SSLServer(
             config.https_listen_port, public, tls, interface=config.https_listen_host or ""
@@ -297,18 +308,18 @@ def build(config: Config, reactor: Any) -> service.MultiService:
     if config.https_permanent:
         base = https_base(config)
         # The redirecting request answers by itself: the Site's resource is never asked.
-        plain = guarded_site(
-            notFound(), limits,
-            lambda channel, queued=None: RedirectToHTTPS(channel, base),
-            logFormatter=redacted_log_formatter,
-        )
+        plain = guard(AccessLoggedSite(
+            notFound(), access_log,
+            requestFactory=lambda channel, queued=None: RedirectToHTTPS(channel, base),
+        ), limits)
     http_listener = internet.TCPServer(
         config.listen_port, plain, interface=config.listen_host or ""
     )
     http_listener.setServiceParent(top)
 
-    admin = guarded_site(resource, limits, RequestFactory(uploads, local_admin=True),
-                         logFormatter=redacted_log_formatter)
+    admin = guard(AccessLoggedSite(resource, access_log,
+                                   requestFactory=RequestFactory(uploads, local_admin=True)),
+                  limits)
     socket_path = config.socket_path
     admin_listener = internet.UNIXServer(str(socket_path), admin, mode=0o660, wantPID=True)
     admin_listener.setServiceParent(top)

@@ -20,13 +20,12 @@ connection for seconds, not forever.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.python.failure import Failure
-from twisted.web import http, resource, server
+from twisted.web import http, server
 from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
 
@@ -389,14 +388,8 @@ class GuardedChannel(HTTPChannel):
         self.timeoutConnection()
 
 
-def guarded_site(
-    root: resource.IResource,
-    limits: Limits,
-    request_factory: Callable[..., server.Request],
-    **kwargs: Any,
-) -> server.Site:
-    """A ``Site`` whose connections are :class:`GuardedChannel` s held to ``limits``."""
-    site = server.Site(root, requestFactory=request_factory, timeout=limits.idle_timeout,
-                       **kwargs)
+def guard(site: server.Site, limits: Limits) -> server.Site:
+    """``site``, its connections made :class:`GuardedChannel` s held to ``limits``."""
+    site.timeOut = limits.idle_timeout
     site.protocol = lambda: GuardedChannel(limits)  # type: ignore[assignment,method-assign,return-value]
     return site

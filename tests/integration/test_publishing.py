@@ -117,7 +117,7 @@ def test_twine_env_vars_then_pip_and_uv_install(published: tuple[ServerProcess, 
     # CI re-runs upload the same files again: that must pass, not fail.
     again = _run([TWINE, "upload", "--non-interactive", *files], env=env)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert token not in server.log()
+    assert token not in server.log() + server.access_log()
 
     for install in (_pip_install, _uv_install):
         python = install(server, home, "example-package==1.0.0")

@@ -168,12 +168,12 @@ def test_pip_and_uv_revalidate_their_caches(server: ServerProcess, workdir: Path
             env=env, capture_output=True, text=True, timeout=300)
 
     for fetch in (pip_download, uv_compile):
-        before = server.log().count('/simple/revalidated/ HTTP/1.1" 304 ')
+        before = server.access_log().count('/simple/revalidated/ HTTP/1.1" 304 ')
         for _ in range(2):
             first = fetch("1.0")
             assert first.returncode == 0, first.stdout + first.stderr
         # The second run asked with the ETag it kept, and the page had not changed.
-        assert server.log().count('/simple/revalidated/ HTTP/1.1" 304 ') > before, fetch
+        assert server.access_log().count('/simple/revalidated/ HTTP/1.1" 304 ') > before, fetch
     _add(server, token, build_wheel(workdir, "revalidated", "2.0"))
     for fetch in (pip_download, uv_compile):
         found = fetch("2.0")

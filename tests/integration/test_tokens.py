@@ -107,9 +107,11 @@ def assert_clean_failure(result: subprocess.CompletedProcess[str], *words: str) 
 
 
 def assert_not_logged(server: ServerProcess, tokens: Iterable[str]) -> None:
-    """Neither a token nor its signature part appears in the server's log."""
+    """Neither a token nor its signature part appears in the server's log or its access
+    log."""
     log = server.log()
     assert log, "the server log is empty"
+    log += server.access_log()
     for token in tokens:
         assert token not in log
         signature = token.split(".")[-1]
@@ -608,7 +610,7 @@ def test_token_whose_source_was_deleted_is_refused_not_500(
     (listed,) = list_tokens(server)
     assert listed["guid"] == guid_of(token)
     assert "Traceback" not in server.log()
-    assert " 500 " not in server.log()
+    assert '" 500 ' not in server.access_log()
     assert_not_logged(server, [token])
 
 

@@ -23,6 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,6 +272,26 @@ class ServerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    @property
+    def access_log_path(self) -> Path:
+        """Where the server writes its access lines: [HTTP] AccessLog's default."""
+        assert self.data_dir is not None
+        return self.data_dir / "logs" / "access.log"
+
+    def access_log(self, deadline: float = 10) -> str:
+        """The running server's access log, with the line of every request answered before
+        this call in it: the server flushes about once a second, so this asks for a marker
+        URL and waits until the marker's line is in the file."""
+        marker = f"/__api__/status?access-log-marker={uuid.uuid4().hex}"
+        assert self.get(marker).status == 200
+
+        def flushed() -> str:
+            text = self.access_log_path.read_text(errors="replace")
+            return text if marker in text else ""
+
+        text: str = wait_for(flushed, deadline, f"{marker} in {self.access_log_path}")
+        return text
 
     def url(self, path: str) -> str:
         return self.address + path

@@ -55,6 +55,7 @@ def test_defaults() -> None:
         cleanup_interval=600.0,
         trusted_keys=(),
         cache_max_size=64 * 1024 * 1024,
+        access_log=Path("/var/lib/rstudio-pm/logs/access.log"),
         max_upload_size=16 * 1024**3,
         max_field_size=1024**2,
         max_form_parts=1000,
@@ -132,6 +133,7 @@ def test_full_file() -> None:
 
         [HTTP]
         Listen = 127.0.0.1:8080
+        AccessLog = /var/log/pm/access.log
 
         [HTTPS]
         Listen = 127.0.0.1:8443
@@ -195,6 +197,7 @@ def test_full_file() -> None:
         cleanup_interval=30.0,
         trusted_keys=(Path("/etc/rspm/keys/a.asc"), Path("/etc/rspm/keys/b.asc")),
         cache_max_size=512 * 1024,
+        access_log=Path("/var/log/pm/access.log"),
         max_upload_size=100 * 1024**2,
         max_field_size=2 * 1024**2,
         max_form_parts=200,
@@ -256,6 +259,13 @@ def test_relative_config_file_gives_absolute_paths(
     assert c.data_dir.is_absolute()
     assert c.data_dir == tmp_path / "etc" / ".." / "var"
     assert c.data_dir.resolve() == (tmp_path / "var").resolve()
+
+
+def test_access_log_defaults_under_data_dir() -> None:
+    """Without [HTTP] AccessLog, access lines go to {DataDir}/logs/access.log; a relative
+    path is relative to the file's directory."""
+    assert config("[Server]\nDataDir = /srv/pm\n").access_log == Path("/srv/pm/logs/access.log")
+    assert config("[HTTP]\nAccessLog = access.log\n").access_log == Path("/etc/rspm/access.log")
 
 
 def test_sqlite_dir_defaults_under_data_dir() -> None:
@@ -717,7 +727,7 @@ def test_unknown_key() -> None:
 def test_key_from_another_section_is_unknown() -> None:
     """A real key in the wrong section is still an unknown key there."""
     assert error("[HTTP]\nAddress = http://x\n") == (
-        "etc/x.gcfg:2: [HTTP] Address: unknown key (known in [HTTP]: Listen)"
+        "etc/x.gcfg:2: [HTTP] Address: unknown key (known in [HTTP]: Listen, AccessLog)"
     )
 
 

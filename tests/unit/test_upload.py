@@ -44,7 +44,7 @@ from pm.upload import (
     UploadTarget,
     digests_to_compute,
 )
-from pm.web import MAX_BODY, UPLOAD_READ_SIZE, RequestFactory, StreamingRequest, guarded_site
+from pm.web import MAX_BODY, UPLOAD_READ_SIZE, RequestFactory, StreamingRequest, guard
 from tests.support.packages import (
     build_sdist,
     build_wheel,
@@ -308,7 +308,8 @@ def public_site(env: AppEnv) -> Server:
 
     # A Clock of its own keeps the channels' timeouts off the real reactor.
     clock = task.Clock()
-    site = guarded_site(env.app.resource(), env.limits, request_factory, reactor=clock)
+    site = guard(Site(env.app.resource(), requestFactory=request_factory, reactor=clock),
+                 env.limits)
     return Server(env, site, clock, requests)
 
 

@@ -406,3 +406,32 @@ def test_a_new_sqlite_database_is_readable_by_its_owner_only(tmp_path: Path) -> 
         if path.exists():
             assert path.stat().st_mode & 0o777 == 0o600, name
     assert (tmp_path / "db").stat().st_mode & 0o777 == 0o700
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_quick_read_is_answered_while_the_pool_waits_for_the_write_lock(
+        pg_url: str) -> None:
+    """On PostgreSQL a quick read (the change serial every request reads) has connections
+    of its own: with every connection of the main pool in a write transaction waiting for
+    the write lock, and a plain read queued behind them, the quick read is answered."""
+    from twisted.internet import reactor
+
+    dialect = postgres_dialect(pg_url)
+    migrate(dialect)
+    db = Database(dialect)
+    holder = dialect.connect()
+    holder.cursor().execute(dialect.begin_statements[0])
+    writes = [db.write(lambda tx: tx.run("SELECT 1"))
+              for _ in range(dialect.pool_kwargs["cp_max"])]
+    plain = db.read(lambda tx: tx.one("SELECT 1 AS one"))
+    try:
+        quick = db.read_quick(lambda tx: tx.one("SELECT MAX(id) AS serial FROM events"))
+        assert await quick.addTimeout(30, reactor) == {"serial": None}
+        assert not plain.called and not any(w.called for w in writes)
+    finally:
+        holder.rollback()
+        holder.close()
+        for done in writes:
+            await done
+        assert await plain == {"one": 1}
+        db.close()

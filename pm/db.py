@@ -342,9 +342,9 @@ class Database:
 
     def read_quick(self, work: Callable[[Tx], T]) -> Deferred[T]:
         """Like :meth:`read`, on the dialect's quick pool if it has one: for one short
-        statement that every request waits for. With many uploads at once the main
-        pool's queue holds their token, source and file lookups and their write
-        transactions, each waiting its turn for the write lock."""
+        statement that every request waits for. With many uploads at once the other
+        pools' queues hold their token, source and file lookups, the pages their
+        events invalidate, and their write transactions."""
         d: Deferred[T] = self.quick_pool.runInteraction(
             lambda cursor: work(Tx(cursor, self.dialect)))
         return d.addErrback(self._translate)

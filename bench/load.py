@@ -6,10 +6,17 @@ Run: .venv/bin/python bench/load.py [--postgres] [--clients 64] [--size 10M] [--
 1. ``--clients`` distinct wheels of ``--size`` (an incompressible stored
    payload) uploaded at once, each from its own connection (a thread with
    http.client), the Warehouse way (``POST /upload/pypi/{source}/``, HTTP Basic
-   ``__token__``, sha256_digest), while another thread GETs
-   ``/python/latest/simple/`` back to back. Printed: aggregate throughput
-   (body bytes over first byte sent -> last answer), upload latency p50/p99,
-   index GET p50/p99 and count, the server's peak RSS (sampled by psutil).
+   ``__token__``, sha256_digest), while a process of its own GETs
+   ``/python/latest/simple/`` back to back on one connection (in this process
+   its timings would include waits for the uploading threads' GIL). Printed:
+   aggregate throughput (body bytes over first byte sent -> last answer),
+   upload latency p50/p99, index GET p50/p99 and count, the five slowest index
+   GETs and when they were sent (seconds after the first upload began), the
+   server's peak RSS (sampled by psutil), and the CPU in cores of the server,
+   of its reactor thread (and the share of the time that thread waited on the
+   run queue for a CPU, Linux ``schedstat``), of the database (PostgreSQL), of
+   the uploading clients (a few hundredths: their threads only hand bytes to
+   the kernel), of the index reader, and of every other process on the machine.
 2. ``--same`` clients uploading one and the same wheel at once.
 
 Targets (PASS/FAIL): every upload answered 200 and stored with its sha256 (in
@@ -23,9 +30,11 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import http.client
 import multiprocessing
+import os
 import shutil
 import sqlite3
 import sys
@@ -37,6 +46,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -125,7 +135,7 @@ def read_index(port: int, ready: Event, stop: Event, out: Connection) -> None:
     """GET the root index page back to back on one connection until ``stop``; send
     the latencies of the 200s and the count of failures through ``out``. Sets
     ``ready`` once connected, so the uploads start with the reader reading."""
-    latencies: list[float] = []
+    latencies: list[tuple[float, float]] = []
     failures = 0
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=INDEX_TIMEOUT)
     try:
@@ -143,7 +153,7 @@ def read_index(port: int, ready: Event, stop: Event, out: Connection) -> None:
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=INDEX_TIMEOUT)
             if ok:
-                latencies.append(time.perf_counter() - start)
+                latencies.append((start, time.perf_counter() - start))
             else:
                 failures += 1
     finally:
@@ -159,14 +169,19 @@ class IndexReader:
     def __init__(self, port: int) -> None:
         context = multiprocessing.get_context("spawn")
         self._stop = context.Event()
-        ready = context.Event()
+        self._ready = context.Event()
         self._receive, send = context.Pipe(duplex=False)
         self._process = context.Process(target=read_index,
-                                        args=(port, ready, self._stop, send), daemon=True)
+                                        args=(port, self._ready, self._stop, send), daemon=True)
         self._process.start()
         send.close()
-        ready.wait(INDEX_TIMEOUT)
-        self.latencies: list[float] = []
+        if not self._ready.wait(INDEX_TIMEOUT):
+            self.finish()
+            raise RuntimeError("the index reader did not connect")
+        assert self._process.pid is not None
+        self.pid = self._process.pid
+        # (when it was sent, latency) of each index GET answered 200
+        self.latencies: list[tuple[float, float]] = []
         self.failures = 0
 
     def finish(self) -> None:
@@ -179,18 +194,70 @@ class IndexReader:
             self._process.join()
 
 
-@dataclass
-class PeakRss:
-    """Samples a process's RSS in a thread; ``peak`` is the highest seen."""
+def _cpu(process: Any) -> float:
+    """User + system CPU seconds of ``process`` and of its children alive now."""
+    total = 0.0
+    try:
+        for one in (process, *process.children(recursive=True)):
+            with contextlib.suppress(psutil.Error):
+                times = one.cpu_times()
+                total += float(times.user + times.system)
+    except psutil.Error:
+        pass
+    return total
 
-    pid: int
+
+def _machine_cpu() -> float:
+    t = psutil.cpu_times()
+    return float(t.user + t.nice + t.system + t.irq + t.softirq + t.steal)
+
+
+def _schedstat(pid: int) -> tuple[float, float]:
+    """Seconds a thread (a tid) ran and waited for a CPU on the run queue (Linux
+    ``schedstat``; zeros elsewhere)."""
+    try:
+        ran, waited, _ = Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    return int(ran) / 1e9, int(waited) / 1e9
+
+
+@dataclass
+class Meter:
+    """What the machine did while the uploads ran: the server's CPU, its reactor
+    thread's (and how long that thread waited for a CPU), the uploading clients',
+    the index reader's, the database's (PostgreSQL), the rest of the machine's
+    (other engineers' tests share it), and the server's peak RSS."""
+
+    server: int
+    clients: int
+    reader: int
+    database: int | None = None
     peak: int = 0
+    wall_s: float = 0.0
+    server_s: float = 0.0
+    reactor_s: float = 0.0
+    reactor_waited_s: float = 0.0
+    clients_s: float = 0.0
+    reader_s: float = 0.0
+    database_s: float = 0.0
+    others_s: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
-    def __enter__(self) -> PeakRss:
-        self._process = psutil.Process(self.pid)
-        self._thread = threading.Thread(target=self._run, daemon=True)
+    def _read(self) -> tuple[float, ...]:
+        # The uploading threads are this process's; its children (the server,
+        # the reader) are counted on their own.
+        times = psutil.Process(self.clients).cpu_times()
+        database = psutil.Process(self.database) if self.database is not None else None
+        return (time.perf_counter(), _machine_cpu(), _cpu(psutil.Process(self.server)),
+                *_schedstat(self.server), float(times.user + times.system),
+                _cpu(psutil.Process(self.reader)), _cpu(database) if database else 0.0)
+
+    def __enter__(self) -> Meter:
+        self._start = self._read()
+        self._process = psutil.Process(self.server)
+        self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
 
@@ -198,13 +265,21 @@ class PeakRss:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
+        (self.wall_s, machine, self.server_s, self.reactor_s, self.reactor_waited_s,
+         self.clients_s, self.reader_s, self.database_s) = (
+            b - a for a, b in zip(self._start, self._read(), strict=True))
+        self.others_s = max(0.0, machine - self.server_s - self.clients_s - self.reader_s
+                            - self.database_s)
 
-    def _run(self) -> None:
+    def _sample(self) -> None:
         while not self._stop.wait(RSS_INTERVAL):
             try:
                 self.peak = max(self.peak, int(self._process.memory_info().rss))
             except psutil.Error:
                 return
+
+    def cores(self, seconds: float) -> str:
+        return f"{seconds / self.wall_s:.2f}" if self.wall_s else "-"
 
 
 class Bench:
@@ -261,7 +336,8 @@ def verdict(passed: bool) -> str:
     return "PASS" if passed else "FAIL"
 
 
-def run(bench: Bench, workdir: Path, clients: int, size: int, same: int) -> None:
+def run(bench: Bench, workdir: Path, clients: int, size: int, same: int,
+        database_pid: int | None) -> None:
     assert bench.server.process is not None
     pid = bench.server.process.pid
     print(f"building {clients} wheels of {size / MiB:.0f} MiB ...", flush=True)
@@ -272,13 +348,15 @@ def run(bench: Bench, workdir: Path, clients: int, size: int, same: int) -> None
     bench.server.get("/python/latest/simple/")
     reader = IndexReader(bench.server.port)
     try:
-        with PeakRss(pid) as rss:
+        with Meter(pid, os.getpid(), reader.pid, database_pid) as meter:
             send_all(bench.server.port, bench.auth, uploads)
     finally:
         reader.finish()
-    during, failures = reader.latencies, reader.failures
+    timed, failures = reader.latencies, reader.failures
+    during = [latency for _, latency in timed]
     answered = [u for u in uploads if u.answered]
-    seconds = max(u.answered for u in answered) - min(u.started for u in answered)
+    begun = min(u.started for u in answered)
+    seconds = max(u.answered for u in answered) - begun
     latencies = [u.answered - u.started for u in uploads if u.status == 200]
     problems = bench.wrong(uploads)
     index_p99 = percentile(during, 0.99) * 1000
@@ -289,7 +367,18 @@ def run(bench: Bench, workdir: Path, clients: int, size: int, same: int) -> None
           f"p99 {percentile(latencies, 0.99):.2f} s  ({len(latencies)} answered 200)")
     print(f"  index GET during       p50 {percentile(during, 0.5) * 1000:.1f} ms  "
           f"p99 {index_p99:.1f} ms  count {len(during)}  failures {failures}")
-    print(f"  server peak RSS        {rss.peak / MiB:.0f} MiB")
+    slowest = sorted(timed, key=lambda t: -t[1])[:5]
+    first_answer = min(u.answered for u in answered) - begun
+    print("  slowest index GETs     " + ", ".join(
+        f"{latency * 1000:.0f} ms at {start - begun:+.2f} s" for start, latency in slowest)
+        + f"  (first upload answered at {first_answer:.2f} s)")
+    print(f"  server peak RSS        {meter.peak / MiB:.0f} MiB")
+    database = f", the database {meter.cores(meter.database_s)}" if database_pid else ""
+    print(f"  CPU, in cores          the server {meter.cores(meter.server_s)} (its reactor thread "
+          f"{meter.cores(meter.reactor_s)}, which waited for a CPU "
+          f"{meter.reactor_waited_s / meter.wall_s * 100:.0f}% of the time){database}, "
+          f"the uploading clients {meter.cores(meter.clients_s)}, the index reader "
+          f"{meter.cores(meter.reader_s)}, other processes {meter.cores(meter.others_s)}"),
     print(f"  all stored with correct sha256: {verdict(not problems)}"
           + (f"  ({len(problems)} wrong, first: {problems[0][:120]})" if problems else ""))
     print(f"  index p99 < {INDEX_P99_TARGET_MS:.0f} ms: "
@@ -344,7 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             server = ServerProcess(root=workdir / "pm", provider="postgres", postgres_url=url)
         else:
             server = ServerProcess(root=workdir / "pm")
-        run(Bench(server), workdir / "wheels", args.clients, args.size, args.same)
+        run(Bench(server), workdir / "wheels", args.clients, args.size, args.same,
+            cluster.postmaster_pid() if cluster is not None else None)
     except KeyboardInterrupt:
         print("\ninterrupted", flush=True)
     except Exception as e:

@@ -19,7 +19,8 @@ _QUERY = "SELECT MAX(id) AS serial FROM events"
 
 
 class ChangeSerial:
-    """Reads the serial, through the pool or, for SQLite, a private read-only connection.
+    """Reads the serial through the database's quick pool or, for SQLite, a private
+    read-only connection.
 
     The SQLite read takes microseconds (WAL: readers never wait for writers),
     so it runs on the calling thread and saves the trip through the pool; if
@@ -36,7 +37,7 @@ class ChangeSerial:
         quick = self._quick_serial()
         if quick is not None:
             return quick
-        row = await self._db.read(lambda tx: tx.one(_QUERY))
+        row = await self._db.read_quick(lambda tx: tx.one(_QUERY))
         return int(row["serial"] or 0) if row else 0
 
     def _quick_serial(self) -> int | None:

@@ -60,6 +60,14 @@ class Dialect:
     # A read-only connection for the calling thread, where a query costs
     # microseconds (embedded SQLite); None where every query goes to the pool.
     quick_connect: Callable[[], Any] | None = None
+    # Where a query goes over the network (PostgreSQL): the adbapi arguments of
+    # a second, small pool for the reads on every request's path (the change
+    # serial), so that they never queue behind uploads' reads and writes.
+    quick_pool_kwargs: dict[str, Any] | None = None
+    # The adbapi arguments of a pool for reads apart from the write transactions,
+    # which wait their turn for the write lock holding their connections; None
+    # where reads and writes share one pool (SQLite's single connection).
+    read_pool_kwargs: dict[str, Any] | None = None
     _cache: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def sql(self, query: str) -> str:
@@ -160,6 +168,10 @@ def sqlite_dialect(directory: Path) -> Dialect:
     )
 
 
+def _autocommit(connection: Any) -> None:
+    connection.autocommit = True
+
+
 def postgres_dialect(url: str) -> Dialect:
     """PostgreSQL through psycopg2, for production and several nodes."""
 
@@ -188,6 +200,21 @@ def postgres_dialect(url: str) -> Dialect:
         integrity_errors=(psycopg2.IntegrityError,),
         unavailable=_postgres_unavailable,
         description=_redact(url),
+        read_pool_kwargs={
+            "connect_timeout": 10,
+            "cp_min": 1,
+            "cp_max": 8,
+            "cp_reconnect": True,
+        },
+        quick_pool_kwargs={
+            "connect_timeout": 10,
+            "cp_min": 1,
+            "cp_max": 2,
+            "cp_reconnect": True,
+            # One statement is its own snapshot: one round trip instead of
+            # BEGIN, the query and COMMIT.
+            "cp_openfun": _autocommit,
+        },
     )
 
 
@@ -296,10 +323,30 @@ class Database:
     def __init__(self, dialect: Dialect, pool: adbapi.ConnectionPool | None = None) -> None:
         self.dialect = dialect
         self.pool = pool or adbapi.ConnectionPool(*dialect.pool_args, **dialect.pool_kwargs)
+        self.read_pool = self.quick_pool = self.pool
+        if pool is None and dialect.read_pool_kwargs is not None:
+            self.read_pool = adbapi.ConnectionPool(*dialect.pool_args,
+                                                   **dialect.read_pool_kwargs)
+        if dialect.quick_pool_kwargs is not None:
+            self.quick_pool = adbapi.ConnectionPool(*dialect.pool_args,
+                                                    **dialect.quick_pool_kwargs)
 
     def read(self, work: Callable[[Tx], T]) -> Deferred[T]:
-        """Run ``work`` in a pool thread; for queries that change nothing."""
-        d: Deferred[T] = self.pool.runInteraction(lambda cursor: work(Tx(cursor, self.dialect)))
+        """Run ``work`` in a pool thread, as one transaction; for queries that change
+        nothing. Where the dialect has a read pool, it never waits behind writes: 64
+        uploads finishing at once hold every write connection, waiting for the lock,
+        while the index pages they change are made again."""
+        d: Deferred[T] = self.read_pool.runInteraction(
+            lambda cursor: work(Tx(cursor, self.dialect)))
+        return d.addErrback(self._translate)
+
+    def read_quick(self, work: Callable[[Tx], T]) -> Deferred[T]:
+        """Like :meth:`read`, on the dialect's quick pool if it has one: for one short
+        statement that every request waits for. With many uploads at once the other
+        pools' queues hold their token, source and file lookups, the pages their
+        events invalidate, and their write transactions."""
+        d: Deferred[T] = self.quick_pool.runInteraction(
+            lambda cursor: work(Tx(cursor, self.dialect)))
         return d.addErrback(self._translate)
 
     def write(self, work: Callable[[Tx], T]) -> Deferred[T]:
@@ -326,4 +373,5 @@ class Database:
         return failure
 
     def close(self) -> None:
-        self.pool.close()
+        for pool in {id(p): p for p in (self.pool, self.read_pool, self.quick_pool)}.values():
+            pool.close()

@@ -51,8 +51,12 @@ class ReadSized(Protocol):
 
 # Every route but the upload takes at most a small JSON object.
 MAX_BODY = 1024 * 1024
-# How much an upload's connection reads from its socket at a time.
+# How much an upload's connection reads from its socket at a time, at most.
 UPLOAD_READ_SIZE = 1024 * 1024
+# What the upload connections of a listener read in one reactor turn together,
+# roughly (see UploadReads); and the least one reads at a time (Twisted's own).
+UPLOAD_TURN_BYTES = 8 * 1024 * 1024
+MIN_UPLOAD_READ = 64 * 1024
 # What the admin socket's requests are addressed to when they name no host.
 LOCAL_HOST = b"localhost"
 
@@ -67,6 +71,26 @@ class _DropBody:
         pass
 
 
+class UploadReads:
+    """How much each upload connection of a listener reads at a time.
+
+    One upload alone reads UPLOAD_READ_SIZE at a time (see
+    ``StreamingRequest._read_large_once_authorized``). But the reactor reads
+    every readable connection once a turn, and every other request waits for
+    the turn to end: 64 uploads whose sockets filled while backpressure held
+    them (they hold a MiB and more each) made turns of 50 MiB, 200-400 ms on a
+    busy 2-core machine, and an index page took two of them. So the uploads
+    streaming at once share UPLOAD_TURN_BYTES a turn.
+    """
+
+    def __init__(self) -> None:
+        self.streaming = 0
+
+    def size(self) -> int:
+        share = UPLOAD_TURN_BYTES // max(1, self.streaming)
+        return max(MIN_UPLOAD_READ, min(UPLOAD_READ_SIZE, share))
+
+
 class StreamingRequest(server.Request):
     """A request that knows whether it came over the admin socket.
 
@@ -75,11 +99,14 @@ class StreamingRequest(server.Request):
     an endless body to disk.
     """
 
-    def __init__(self, channel: HTTPChannel, *, uploads: Uploads, local_admin: bool) -> None:
+    def __init__(self, channel: HTTPChannel, *, uploads: Uploads, local_admin: bool,
+                 reads: UploadReads | None = None) -> None:
         # Never parse multipart into request.args: uploads are parsed as they
         # stream, and no other route takes a form.
         super().__init__(channel, parsePOSTFormSubmission=False)
         self._uploads = uploads
+        self._reads = reads or UploadReads()
+        self._read_sized: ReadSized | None = None
         self.local_admin = local_admin
         self.upload: UploadReceiver | None = None
         self._too_large = False
@@ -169,13 +196,24 @@ class StreamingRequest(server.Request):
         channel, the parser and the writer, which at gigabytes is most
         of the reactor's work. Only once the token is accepted, so a client
         without one still gets at most a 64 KiB read past the held-back bytes.
+        The size is the listener's :class:`UploadReads` share, set again with
+        every chunk as uploads start and end.
         """
         default = transport.bufferSize
+        finished = False
 
         def widen() -> None:
-            transport.bufferSize = UPLOAD_READ_SIZE
+            if not finished:
+                self._reads.streaming += 1
+                self._read_sized = transport
+                transport.bufferSize = self._reads.size()
 
         def restore(_: object) -> None:
+            nonlocal finished
+            finished = True
+            if self._read_sized is not None:
+                self._read_sized = None
+                self._reads.streaming -= 1
             transport.bufferSize = default
 
         upload.when_authorized(widen)
@@ -187,6 +225,8 @@ class StreamingRequest(server.Request):
                 return
             self.upload.feed(data)
             self._body_read += len(data)
+            if self._read_sized is not None:
+                self._read_sized.bufferSize = self._reads.size()
             # An identity body this chunk completes is answered by the channel.
             if self.upload.drain_exhausted and (
                     self._length is None or self._body_read < self._length):
@@ -239,9 +279,11 @@ class RequestFactory:
     def __init__(self, uploads: Uploads, *, local_admin: bool) -> None:
         self._uploads = uploads
         self._local_admin = local_admin
+        self._reads = UploadReads()
 
     def __call__(self, channel: HTTPChannel, queued: object = None) -> StreamingRequest:
-        return StreamingRequest(channel, uploads=self._uploads, local_admin=self._local_admin)
+        return StreamingRequest(channel, uploads=self._uploads, local_admin=self._local_admin,
+                                reads=self._reads)
 
 
 # RFC 6585's code, which twisted.web.http does not name.

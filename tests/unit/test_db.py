@@ -406,3 +406,33 @@ def test_a_new_sqlite_database_is_readable_by_its_owner_only(tmp_path: Path) -> 
         if path.exists():
             assert path.stat().st_mode & 0o777 == 0o600, name
     assert (tmp_path / "db").stat().st_mode & 0o777 == 0o700
+
+
+@pytest_twisted.ensureDeferred
+async def test_reads_are_answered_while_every_write_waits_for_the_write_lock(
+        pg_url: str) -> None:
+    """On PostgreSQL reads have connections of their own, and the change serial
+    every request reads has its own again: with every connection of the write pool
+    in a transaction waiting for the write lock, and one more write queued behind
+    them, a read and a quick read are both answered."""
+    from twisted.internet import reactor
+
+    dialect = postgres_dialect(pg_url)
+    migrate(dialect)
+    db = Database(dialect)
+    holder = dialect.connect()
+    holder.cursor().execute(dialect.begin_statements[0])
+    writes = [db.write(lambda tx: tx.run("SELECT 1"))
+              for _ in range(dialect.pool_kwargs["cp_max"] + 1)]
+    try:
+        plain = db.read(lambda tx: tx.one("SELECT 1 AS one"))
+        quick = db.read_quick(lambda tx: tx.one("SELECT MAX(id) AS serial FROM events"))
+        assert await plain.addTimeout(30, reactor) == {"one": 1}
+        assert await quick.addTimeout(30, reactor) == {"serial": None}
+        assert not any(w.called for w in writes)
+    finally:
+        holder.rollback()
+        holder.close()
+        for done in writes:
+            await done
+        db.close()

@@ -33,6 +33,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
 
+from pm import web
 from pm.auth import Principal, TokenChecker
 from pm.blobs import BLAKE2_256, MD5, PIPELINE_HIGH
 from pm.housekeeping import Swept
@@ -44,7 +45,16 @@ from pm.upload import (
     UploadTarget,
     digests_to_compute,
 )
-from pm.web import MAX_BODY, UPLOAD_READ_SIZE, RequestFactory, StreamingRequest, guard
+from pm.web import (
+    MAX_BODY,
+    MIN_UPLOAD_READ,
+    UPLOAD_READ_SIZE,
+    UPLOAD_TURN_BYTES,
+    RequestFactory,
+    StreamingRequest,
+    UploadReads,
+    guard,
+)
 from tests.support.packages import (
     build_sdist,
     build_wheel,
@@ -492,6 +502,63 @@ async def test_upload_connection_reads_in_large_pieces(
     assert (await upload.final()).status == 200
     assert (await refused.final()).status == 401
     assert [read_size(c) for c in (upload, refused, api)] == [65536] * 3
+
+
+def test_uploads_streaming_at_once_share_the_bytes_of_a_reactor_turn() -> None:
+    """One upload reads UPLOAD_READ_SIZE at a time; many share UPLOAD_TURN_BYTES, down
+    to Twisted's 64 KiB and no less."""
+    reads = UploadReads()
+    sizes = {}
+    for streaming in (0, 1, 8, 16, 64, 10_000):
+        reads.streaming = streaming
+        sizes[streaming] = reads.size()
+    assert sizes == {0: UPLOAD_READ_SIZE, 1: UPLOAD_READ_SIZE, 8: UPLOAD_TURN_BYTES // 8,
+                     16: UPLOAD_TURN_BYTES // 16, 64: UPLOAD_TURN_BYTES // 64,
+                     10_000: MIN_UPLOAD_READ}
+    assert UPLOAD_TURN_BYTES // 8 == UPLOAD_READ_SIZE and MIN_UPLOAD_READ == 65536
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_uploads_shrink_their_reads_and_grow_them_back(
+    env: AppEnv, server: Server, dist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a turn's bytes for one large read, two uploads streaming at once read half
+    of it each (the first one from its next chunk on); once both are answered, a
+    third upload alone reads it whole again."""
+    monkeypatch.setattr(web, "UPLOAD_TURN_BYTES", UPLOAD_READ_SIZE)
+    source = await env.python_source()
+    token = await env.source_token(source)
+
+    def read_size(conn: Connection) -> int:
+        size: int = conn.transport.bufferSize  # type: ignore[attr-defined]
+        return size
+
+    def start(version: str) -> tuple[Connection, bytes]:
+        wheel = build_wheel(dist, version=version, payload_size=200_000)
+        body, content_type = wheel_upload(wheel, source.name, token, version=version).encode()
+        conn = server.connect()
+        conn.transport.bufferSize = 65536  # type: ignore[attr-defined]
+        conn.send(request_head("/upload/pypi/uploads", content_type=content_type,
+                               token=token, length=len(body)))
+        return conn, body
+
+    first, first_body = start("1.0.0")
+    await wait_until(lambda: read_size(first) == UPLOAD_READ_SIZE, what="the first to widen")
+    second, second_body = start("2.0.0")
+    await wait_until(lambda: read_size(second) == UPLOAD_READ_SIZE // 2,
+                     what="the second to read half")
+    first.send(first_body[:1000])
+    assert read_size(first) == UPLOAD_READ_SIZE // 2
+    first.send(first_body[1000:])
+    second.send(second_body)
+    answers = [await c.final() for c in (first, second)]
+    assert [a.status for a in answers] == [200, 200], answers
+    assert [read_size(c) for c in (first, second)] == [65536, 65536]
+
+    third, third_body = start("3.0.0")
+    await wait_until(lambda: read_size(third) == UPLOAD_READ_SIZE, what="the third to widen")
+    third.send(third_body)
+    assert (await third.final()).status == 200
 
 
 @pytest.mark.parametrize(("chunk_size", "piece"), [(1000, 7), (65536, 4096), (1, 512)])

@@ -175,6 +175,10 @@ class FastReads:
         except Exception:
             # The app answers the same request with the right status (503).
             page = None
+        if getattr(request, "_disconnected", False):
+            # The client left while the serial was read: nobody to answer, and a
+            # file producer could not register with a channel that is gone.
+            return
         answer = self._app if page is None else respond(request, page)
         body = answer if isinstance(answer, bytes) else cast(Any, answer).render(request)
         if body is not NOT_DONE_YET:

@@ -32,6 +32,7 @@ from pm.web import RequestFactory, StreamingRequest
 from tests.support.packages import build_wheel
 from tests.unit.appfixture import AppEnv, wait_until
 from tests.unit.test_upload import (
+    Connection,
     Server,
     chunked,
     nothing_kept,
@@ -50,12 +51,13 @@ BIG = 64 * 1024 * 1024
 
 @pytest.fixture
 def logged_failures() -> Iterator[list[dict[str, Any]]]:
-    """Every event with a failure (a traceback) logged while the test runs."""
+    """Every event with a failure (a traceback) logged while the test runs, through the
+    new logger or the legacy ``log.err`` (which Klein uses)."""
     failures: list[dict[str, Any]] = []
 
     @provider(ILogObserver)
     def observe(event: dict[str, Any]) -> None:
-        if "log_failure" in event:
+        if "log_failure" in event or event.get("isError"):
             failures.append(event)
 
     globalLogPublisher.addObserver(observe)
@@ -240,3 +242,48 @@ def test_a_wheel_whose_end_record_understates_its_entries_is_refused(tmp_path: P
     finally:
         tracemalloc.stop()
     assert peak < 8 * 1024 * 1024, peak
+
+
+class _HeldSerial:
+    """A change serial whose reads wait until the test releases them."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self.gate: Deferred[None] = Deferred()
+
+    async def current(self) -> int:
+        await self.gate
+        serial: int = await self._real.current()
+        return serial
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_download_whose_client_leaves_during_the_serial_read_logs_nothing(
+    env: AppEnv, dist: Path, logged_failures: list[dict[str, Any]]
+) -> None:
+    """A client that disconnects while the cached read path waits for the change serial
+    (a slow PostgreSQL) is simply forgotten: no producer, no traceback; the next
+    download of the file is served."""
+    source = await env.python_source()
+    repo = await env.catalog.create_repo("python", "python", "", "local-admin")
+    await env.catalog.subscribe(repo.name, source.name, "local-admin")
+    path = build_wheel(dist)
+    factory = RequestFactory(env.uploads, local_admin=False)
+    site = Site(env.parts.resource(), requestFactory=factory, reactor=task.Clock())
+    upload = Connection(site)
+    upload.send(wheel_upload(path, source.name, await env.source_token(source)).raw())
+    assert (await upload.final()).status == 200
+    held = _HeldSerial(env.parts.pages.changes)
+    env.parts.pages.changes = held  # type: ignore[assignment]
+    get = f"GET /python/latest/files/{path.name} HTTP/1.1\r\nHost: test\r\n\r\n".encode()
+
+    leaving = Connection(site)
+    leaving.send(get)
+    leaving.disconnect()
+    held.gate.callback(None)
+    staying = Connection(site)
+    staying.send(get)
+    response = await staying.final()
+
+    assert response.status == 200 and response.body == path.read_bytes()
+    assert logged_failures == []

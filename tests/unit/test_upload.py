@@ -46,7 +46,15 @@ from pm.upload import (
     UploadTarget,
     digests_to_compute,
 )
-from pm.web import MAX_BODY, UPLOAD_READ_SIZE, RequestFactory, StreamingRequest
+from pm.web import (
+    MAX_BODY,
+    PACED_READ,
+    READ_PAUSE,
+    UPLOAD_READ_SIZE,
+    RequestFactory,
+    StreamingRequest,
+    TransportHolds,
+)
 from tests.support.packages import (
     build_sdist,
     build_wheel,
@@ -468,10 +476,6 @@ async def test_upload_connection_reads_in_large_pieces(
     for conn in (upload, refused, api):
         conn.transport.bufferSize = 65536  # type: ignore[attr-defined]
 
-    def read_size(conn: Connection) -> int:
-        size: int = conn.transport.bufferSize  # type: ignore[attr-defined]
-        return size
-
     gate: Deferred[None] = Deferred()
     server.checker.gate = gate
 
@@ -491,6 +495,124 @@ async def test_upload_connection_reads_in_large_pieces(
     assert (await upload.final()).status == 200
     assert (await refused.final()).status == 401
     assert [read_size(c) for c in (upload, refused, api)] == [65536] * 3
+
+
+def read_size(conn: Connection) -> int:
+    size: int = conn.transport.bufferSize  # type: ignore[attr-defined]
+    return size
+
+
+async def reading_large(server: Server, head: bytes) -> Connection:
+    """A connection (with a read size, as TCP's has) that sent ``head`` and had its
+    token accepted."""
+    conn = server.connect()
+    conn.transport.bufferSize = 65536  # type: ignore[attr-defined]
+    conn.send(head)
+    await wait_until(lambda: read_size(conn) == UPLOAD_READ_SIZE,
+                     what="the token to be accepted")
+    return conn
+
+
+@pytest_twisted.ensureDeferred
+async def test_short_reads_of_an_upload_are_paced(
+    env: AppEnv, server: Server, dist: Path
+) -> None:
+    """Once an upload reads large, a read shorter than PACED_READ leaves its connection
+    unread for READ_PAUSE; a long read, or a short one that completes the body, does not."""
+    source = await env.python_source()
+    token = await env.source_token(source)
+    path = build_wheel(dist, payload_size=PACED_READ * 3)
+    raw = wheel_upload(path, source.name, token).raw()
+    at = raw.index(b"\r\n\r\n") + 4
+    clock = cast(task.Clock, server.site.reactor)
+    conn = await reading_large(server, raw[:at])
+
+    def read(size: int) -> str:
+        nonlocal at
+        conn.protocol.dataReceived(raw[at:at + size])
+        at += size
+        return conn.transport.producerState
+
+    assert read(4096) == "paused"
+    clock.advance(READ_PAUSE * 0.9)
+    assert conn.transport.producerState == "paused"
+    clock.advance(READ_PAUSE * 0.1)
+    assert conn.transport.producerState == "producing"
+    assert read(PACED_READ) == "producing"
+    assert read(1) == "paused"
+    clock.advance(READ_PAUSE)
+    assert read(len(raw) - at - 100) == "producing"
+    assert read(100) == "producing"
+
+    assert (await conn.final()).status == 200
+    assert env.blobs.path_for(digests(path)["sha256_digest"]).read_bytes() == path.read_bytes()
+    assert conn.transport.producerState == "producing"
+
+
+@pytest_twisted.ensureDeferred
+async def test_chunked_and_refused_uploads_are_not_paced(
+    env: AppEnv, server: Server, dist: Path
+) -> None:
+    """Short reads are paced only for an accepted upload with a Content-Length: a
+    chunked body's chunks say nothing of the reads, and a refused one is drained."""
+    source = await env.python_source()
+    token = await env.source_token(source)
+    upload = wheel_upload(build_wheel(dist, payload_size=PACED_READ), source.name, token)
+    chunked_raw = upload.raw(piece_chunked=1000)
+    at = chunked_raw.index(b"\r\n\r\n") + 4
+    chunked_conn = await reading_large(server, chunked_raw[:at])
+    refused = server.connect()
+    refused.transport.bufferSize = 65536  # type: ignore[attr-defined]
+    refused_raw = replace(upload, token=token + "x").raw()
+
+    states = set()
+    for conn, raw, start in ((chunked_conn, chunked_raw, at), (refused, refused_raw, 0)):
+        for offset in range(start, len(raw), 4096):
+            conn.protocol.dataReceived(raw[offset:offset + 4096])
+            states.add(conn.transport.producerState)
+
+    assert states == {"producing"}
+    assert (await chunked_conn.final()).status == 200
+    assert (await refused.final()).status == 401
+
+
+@pytest_twisted.ensureDeferred
+async def test_disconnect_while_paced_ends_the_pause(
+    env: AppEnv, server: Server, dist: Path
+) -> None:
+    """A client that goes away while its connection is left unread leaves nothing
+    behind, and no pause still to end."""
+    source = await env.python_source()
+    token = await env.source_token(source)
+    raw = wheel_upload(build_wheel(dist, payload_size=PACED_READ), source.name, token).raw()
+    at = raw.index(b"\r\n\r\n") + 4
+    clock = cast(task.Clock, server.site.reactor)
+    conn = await reading_large(server, raw[:at])
+    request = server.requests[-1]
+    conn.protocol.dataReceived(raw[at:at + 4096])
+    assert conn.transport.producerState == "paused"
+
+    conn.disconnect()
+
+    assert [c for c in clock.getDelayedCalls() if getattr(c.func, "__self__", None) is request] \
+        == []
+    await wait_until(lambda: env.temp_files() == [], what="the temp blob to go")
+    await nothing_kept(env)
+
+
+def test_transport_resumes_only_when_every_hold_is_released() -> None:
+    """The receiver (token check, writer backlog) and the pacing of short reads hold
+    an upload's transport apart: it resumes only once neither holds it."""
+    transport = StringTransportWithDisconnection()
+    holds = TransportHolds(transport)
+
+    holds.hold()
+    holds.hold()
+    assert transport.producerState == "paused"
+    holds.release()
+    assert transport.producerState == "paused"
+    holds.release()
+    assert transport.producerState == "producing"
 
 
 @pytest.mark.parametrize(("chunk_size", "piece"), [(1000, 7), (65536, 4096), (1, 512)])

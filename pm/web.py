@@ -12,7 +12,7 @@ refusal is answered at once; a client that sends its body regardless has at
 most :data:`~pm.upload.DRAIN_LIMIT` of it read before the answer and the close.
 
 Once its token is accepted, an upload's connection reads up to
-:data:`UPLOAD_READ_SIZE` at a time, and a read shorter than :data:`PACED_READ`
+:data:`UPLOAD_READ_SIZE` at a time, and a short read (see :data:`PACED_READ`)
 leaves it unread for :data:`READ_PAUSE`: a client that writes in small pieces
 (uv publish writes 4 to 16 KiB at a time) would otherwise make every read, and
 so every trip through the HTTP channel, the parser and the writer, carry only
@@ -22,6 +22,7 @@ the few KiB that arrived since the last one.
 from __future__ import annotations
 
 import io
+import socket
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import unquote_to_bytes
 
@@ -49,16 +50,25 @@ class ReadSized(Protocol):
     bufferSize: int
 
 
+@runtime_checkable
+class SocketHandled(Protocol):
+    """A transport over a socket of its own (TCP and UNIX ones)."""
+
+    def getHandle(self) -> object: ...
+
+
 # Every route but the upload takes at most a small JSON object.
 MAX_BODY = 1024 * 1024
 # How much an upload's connection reads from its socket at a time.
 UPLOAD_READ_SIZE = 1024 * 1024
-# An upload's read shorter than this is followed by READ_PAUSE without reads,
-# so the next one takes what the kernel buffered meanwhile (about 150 KiB per
-# millisecond of uv publish here). The pause never slows a client: the kernel
-# keeps receiving into the socket's buffer (megabytes, as TCP autotunes it),
-# and a client that fills reads of PACED_READ is not paused at all.
+# An upload's read shorter than PACED_READ and than 1/PACED_SHARE of its
+# socket's receive buffer is followed by READ_PAUSE without reads, so the next
+# one takes what the kernel buffered meanwhile (150 KiB on average for uv
+# publish here). Only while the buffer was nearly empty: a read that took a
+# good part of it means the buffer, not the client, is the limit, and pausing
+# then would keep the client waiting and TCP from growing the buffer.
 PACED_READ = UPLOAD_READ_SIZE // 4
+PACED_SHARE = 8
 READ_PAUSE = 0.001
 # What the admin socket's requests are addressed to when they name no host.
 LOCAL_HOST = b"localhost"
@@ -118,9 +128,11 @@ class StreamingRequest(server.Request):
         self._continue_held = False
         self._answered_early = False
         self._holds: TransportHolds | None = None
-        # Short reads are paced (once the upload reads large), and the call
-        # that ends the current pause.
+        # Short reads are paced (once the upload reads large): the socket
+        # whose receive buffer tells which are short, the call that ends the
+        # current pause.
         self._pacing = False
+        self._socket: socket.socket | None = None
         self._read_pause: DelayedCall | None = None
 
     def gotLength(self, length: int | None) -> None:
@@ -204,9 +216,11 @@ class StreamingRequest(server.Request):
 
         def widen() -> None:
             transport.bufferSize = UPLOAD_READ_SIZE
+            handle = transport.getHandle() if isinstance(transport, SocketHandled) else None
+            self._socket = handle if isinstance(handle, socket.socket) else None
             # A chunked body's chunks are the client's, not the reads: only
             # an identity body's chunk tells how much a read took.
-            self._pacing = self._length is not None
+            self._pacing = self._length is not None and self._socket is not None
 
         def restore(_: object) -> None:
             transport.bufferSize = default
@@ -239,8 +253,12 @@ class StreamingRequest(server.Request):
     def _pace(self, read: int) -> None:
         """After a short read, leave the connection unread a while (requestReceived
         ends the pause if that read completed the body)."""
-        if self._pacing and self._read_pause is None and read < PACED_READ:
-            assert self._holds is not None
+        if not self._pacing or self._read_pause is not None or read >= PACED_READ:
+            return
+        assert self._socket is not None and self._holds is not None
+        # Read each time: TCP autotunes it.
+        buffered = self._socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        if read * PACED_SHARE < buffered:
             self._holds.hold()
             self._read_pause = self.channel.callLater(READ_PAUSE, self._end_pause)
 

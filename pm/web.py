@@ -15,15 +15,25 @@ Every connection goes through a :class:`GuardedChannel`, which holds clients
 to ``[Limits]``: headers within ``HeaderTimeout`` and ``MaxHeaderSize``, bodies
 at ``MinBodyRate`` or faster, so a client sending a byte a second holds a
 connection for seconds, not forever.
+
+Once its token is accepted, an upload's connection reads up to
+:data:`UPLOAD_READ_SIZE` at a time, and a short read (see :data:`PACED_READ`)
+leaves it unread for :data:`READ_PAUSE`: a client that writes in small pieces
+(uv publish writes 4 to 16 KiB at a time) would otherwise make every read, and
+so every trip through the HTTP channel, the parser and the writer, carry only
+the few KiB that arrived since the last one.
 """
 
 from __future__ import annotations
 
 import io
+import socket
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.base import DelayedCall
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.http import HTTPChannel
@@ -49,6 +59,13 @@ class ReadSized(Protocol):
     bufferSize: int
 
 
+@runtime_checkable
+class SocketHandled(Protocol):
+    """A transport over a socket of its own (TCP and UNIX ones)."""
+
+    def getHandle(self) -> object: ...
+
+
 # Every route but the upload takes at most a small JSON object.
 MAX_BODY = 1024 * 1024
 # How much an upload's connection reads from its socket at a time, at most.
@@ -57,8 +74,39 @@ UPLOAD_READ_SIZE = 1024 * 1024
 # roughly (see UploadReads); and the least one reads at a time (Twisted's own).
 UPLOAD_TURN_BYTES = 8 * 1024 * 1024
 MIN_UPLOAD_READ = 64 * 1024
+# An upload's read shorter than PACED_READ and than 1/PACED_SHARE of its
+# socket's receive buffer is followed by READ_PAUSE without reads, so the next
+# one takes what the kernel buffered meanwhile (150 KiB on average for uv
+# publish here). Only while the buffer was nearly empty: a read that took a
+# good part of it means the buffer, not the client, is the limit, and pausing
+# then would keep the client waiting and TCP from growing the buffer.
+PACED_READ = UPLOAD_READ_SIZE // 4
+PACED_SHARE = 8
+READ_PAUSE = 0.001
 # What the admin socket's requests are addressed to when they name no host.
 LOCAL_HOST = b"localhost"
+
+
+class TransportHolds:
+    """Pauses a transport while anyone holds it, resumes it when nobody does.
+
+    An upload's receiver (the token check, the writer's backlog) and the pacing
+    of short reads hold it on their own, so neither resumes the other's pause.
+    """
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._count = 0
+
+    def hold(self) -> None:
+        self._count += 1
+        if self._count == 1:
+            self._transport.pauseProducing()
+
+    def release(self) -> None:
+        self._count -= 1
+        if self._count == 0:
+            self._transport.resumeProducing()
 
 
 class _DropBody:
@@ -115,6 +163,13 @@ class StreamingRequest(server.Request):
         # The client waits for 100 Continue, which only an accepted token earns.
         self._continue_held = False
         self._answered_early = False
+        self._holds: TransportHolds | None = None
+        # Short reads are paced (once the upload reads large): the socket
+        # whose receive buffer tells which are short, the call that ends the
+        # current pause.
+        self._pacing = False
+        self._socket: socket.socket | None = None
+        self._read_pause: DelayedCall | None = None
 
     def gotLength(self, length: int | None) -> None:
         # Method and path are only copied onto the request when the body is
@@ -132,10 +187,13 @@ class StreamingRequest(server.Request):
         self._hold_continue()
         transport = self.channel.transport
         assert transport is not None
-        pause, resume = transport.pauseProducing, transport.resumeProducing
+        holds = self._holds = TransportHolds(transport)
+        pause, resume = holds.hold, holds.release
         if isinstance(self.channel, GuardedChannel):
-            # A client the server holds back is not a slow client.
-            pause, resume = self.channel.hold_reads, self.channel.release_reads
+            # A client the server holds back is not a slow client; the pacing
+            # of short reads (1 ms at a time) is not holding it back.
+            pause = self.channel.server_holds(holds.hold)
+            resume = self.channel.server_releases(holds.release)
         upload = self.upload = self._uploads.receive(
             target,
             self.requestHeaders,
@@ -203,10 +261,16 @@ class StreamingRequest(server.Request):
         finished = False
 
         def widen() -> None:
-            if not finished:
-                self._reads.streaming += 1
-                self._read_sized = transport
-                transport.bufferSize = self._reads.size()
+            if finished:
+                return
+            self._reads.streaming += 1
+            self._read_sized = transport
+            transport.bufferSize = self._reads.size()
+            handle = transport.getHandle() if isinstance(transport, SocketHandled) else None
+            self._socket = handle if isinstance(handle, socket.socket) else None
+            # A chunked body's chunks are the client's, not the reads: only
+            # an identity body's chunk tells how much a read took.
+            self._pacing = self._length is not None and self._socket is not None
 
         def restore(_: object) -> None:
             nonlocal finished
@@ -215,6 +279,7 @@ class StreamingRequest(server.Request):
                 self._read_sized = None
                 self._reads.streaming -= 1
             transport.bufferSize = default
+            self._end_pause()
 
         upload.when_authorized(widen)
         self.notifyFinish().addBoth(restore)
@@ -227,6 +292,7 @@ class StreamingRequest(server.Request):
             self._body_read += len(data)
             if self._read_sized is not None:
                 self._read_sized.bufferSize = self._reads.size()
+            self._pace(len(data))
             # An identity body this chunk completes is answered by the channel.
             if self.upload.drain_exhausted and (
                     self._length is None or self._body_read < self._length):
@@ -240,6 +306,36 @@ class StreamingRequest(server.Request):
                 self.content.truncate()
             else:
                 super().handleContentChunk(data)
+
+    def _pace(self, read: int) -> None:
+        """After a short read, leave the connection unread a while (requestReceived
+        ends the pause if that read completed the body)."""
+        if not self._pacing or self._read_pause is not None or read >= PACED_READ:
+            return
+        if self._read_sized is not None and read >= self._read_sized.bufferSize:
+            # The read took its whole share of the listener's reads: more is waiting.
+            return
+        assert self._socket is not None and self._holds is not None
+        # Read each time: TCP autotunes it.
+        buffered = self._socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        if read * PACED_SHARE < buffered:
+            self._holds.hold()
+            self._read_pause = self.channel.callLater(READ_PAUSE, self._end_pause)
+
+    def _end_pause(self) -> None:
+        """Resume reading now (the pause is up, or there is nothing more to pace)."""
+        pause, self._read_pause = self._read_pause, None
+        if pause is not None:
+            if pause.active():
+                pause.cancel()
+            assert self._holds is not None
+            self._holds.release()
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        # The body is in (or, for an early answer, dropped): nothing more to pace.
+        self._pacing = False
+        self._end_pause()
+        super().requestReceived(command, path, version)
 
     def process(self) -> None:
         if self._too_large:
@@ -363,17 +459,25 @@ class GuardedChannel(HTTPChannel):
         self._cancel_rate_check()
         super().connectionLost(reason)
 
-    def hold_reads(self) -> None:
-        """Stop reading the client's bytes, for the server's own reasons."""
-        self._reads_held += 1
-        self._held_in_window = True
-        if self._reads_held == 1 and self.transport is not None:
-            self.transport.pauseProducing()
+    def server_holds(self, pause: Callable[[], None]) -> Callable[[], None]:
+        """``pause``, which stops reading the client's bytes for the server's own
+        reasons, made to tell this channel so."""
 
-    def release_reads(self) -> None:
-        self._reads_held -= 1
-        if self._reads_held == 0 and self.transport is not None:
-            self.transport.resumeProducing()
+        def held() -> None:
+            self._reads_held += 1
+            self._held_in_window = True
+            pause()
+
+        return held
+
+    def server_releases(self, resume: Callable[[], None]) -> Callable[[], None]:
+        """``resume``, the end of a hold made with :meth:`server_holds`."""
+
+        def released() -> None:
+            self._reads_held -= 1
+            resume()
+
+        return released
 
     def _expect_headers(self) -> None:
         if self._header_deadline is None:

@@ -14,6 +14,7 @@ import base64
 import hashlib
 import io
 import json
+import socket
 import tarfile
 import tracemalloc
 import uuid
@@ -48,10 +49,14 @@ from pm.upload import (
 from pm.web import (
     MAX_BODY,
     MIN_UPLOAD_READ,
+    PACED_READ,
+    PACED_SHARE,
+    READ_PAUSE,
     UPLOAD_READ_SIZE,
     UPLOAD_TURN_BYTES,
     RequestFactory,
     StreamingRequest,
+    TransportHolds,
     UploadReads,
     guard,
 )
@@ -130,11 +135,24 @@ def parse_responses(raw: bytes, closed: bool) -> tuple[list[Response], bool]:
     return responses, True
 
 
+class SocketTransport(StringTransportWithDisconnection):
+    """A StringTransport that, as TCP's, reads ``bufferSize`` at a time from a socket."""
+
+    def __init__(self, handle: socket.socket) -> None:
+        super().__init__()
+        self.bufferSize = 65536
+        self._handle = handle
+
+    def getHandle(self) -> socket.socket:
+        return self._handle
+
+
 class Connection:
     """One client connection to the site over a StringTransport."""
 
-    def __init__(self, site: Site) -> None:
-        self.transport = StringTransportWithDisconnection()
+    def __init__(self, site: Site, transport: StringTransportWithDisconnection | None = None
+                 ) -> None:
+        self.transport = transport or StringTransportWithDisconnection()
         protocol = site.buildProtocol(None)
         assert protocol is not None
         self.protocol = protocol
@@ -202,8 +220,8 @@ class Server:
     clock: task.Clock
     requests: list[StreamingRequest] = field(default_factory=list)
 
-    def connect(self) -> Connection:
-        return Connection(self.site)
+    def connect(self, transport: StringTransportWithDisconnection | None = None) -> Connection:
+        return Connection(self.site, transport)
 
     @property
     def checker(self) -> GatedChecker:
@@ -479,10 +497,6 @@ async def test_upload_connection_reads_in_large_pieces(
     for conn in (upload, refused, api):
         conn.transport.bufferSize = 65536  # type: ignore[attr-defined]
 
-    def read_size(conn: Connection) -> int:
-        size: int = conn.transport.bufferSize  # type: ignore[attr-defined]
-        return size
-
     gate: Deferred[None] = Deferred()
     server.checker.gate = gate
 
@@ -559,6 +573,137 @@ async def test_concurrent_uploads_shrink_their_reads_and_grow_them_back(
     await wait_until(lambda: read_size(third) == UPLOAD_READ_SIZE, what="the third to widen")
     third.send(third_body)
     assert (await third.final()).status == 200
+
+
+def read_size(conn: Connection) -> int:
+    size: int = conn.transport.bufferSize  # type: ignore[attr-defined]
+    return size
+
+
+@pytest.fixture
+def receiving() -> Iterator[socket.socket]:
+    """A socket whose receive buffer holds 512 KiB (as Linux reports it), for the
+    pacing of reads to look at."""
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
+    with ours, theirs:
+        yield ours
+
+
+async def reading_large(server: Server, head: bytes, handle: socket.socket) -> Connection:
+    """A connection over ``handle`` that sent ``head`` and had its token accepted."""
+    conn = server.connect(SocketTransport(handle))
+    conn.send(head)
+    await wait_until(lambda: read_size(conn) == UPLOAD_READ_SIZE,
+                     what="the token to be accepted")
+    return conn
+
+
+@pytest_twisted.ensureDeferred
+async def test_short_reads_of_an_upload_are_paced(
+    env: AppEnv, server: Server, dist: Path, receiving: socket.socket
+) -> None:
+    """Once an upload reads large, a read shorter than PACED_READ and than 1/PACED_SHARE
+    of the socket's receive buffer leaves its connection unread for READ_PAUSE; a long
+    read, one that took a good part of the buffer, or one that completes the body, not."""
+    source = await env.python_source()
+    token = await env.source_token(source)
+    path = build_wheel(dist, payload_size=PACED_READ * 3)
+    raw = wheel_upload(path, source.name, token).raw()
+    at = raw.index(b"\r\n\r\n") + 4
+    clock = cast(task.Clock, server.site.reactor)
+    conn = await reading_large(server, raw[:at], receiving)
+    share = receiving.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // PACED_SHARE
+    assert 4096 < share < PACED_READ
+
+    def read(size: int) -> str:
+        nonlocal at
+        conn.protocol.dataReceived(raw[at:at + size])
+        at += size
+        return conn.transport.producerState
+
+    assert read(4096) == "paused"
+    clock.advance(READ_PAUSE * 0.9)
+    assert conn.transport.producerState == "paused"
+    clock.advance(READ_PAUSE * 0.1)
+    assert conn.transport.producerState == "producing"
+    assert read(PACED_READ) == "producing"
+    assert read(share) == "producing"
+    assert read(share - 1) == "paused"
+    clock.advance(READ_PAUSE)
+    assert read(1) == "paused"
+    clock.advance(READ_PAUSE)
+    assert read(len(raw) - at - 100) == "producing"
+    assert read(100) == "producing"
+
+    assert (await conn.final()).status == 200
+    assert env.blobs.path_for(digests(path)["sha256_digest"]).read_bytes() == path.read_bytes()
+    assert conn.transport.producerState == "producing"
+
+
+@pytest_twisted.ensureDeferred
+async def test_chunked_and_refused_uploads_are_not_paced(
+    env: AppEnv, server: Server, dist: Path, receiving: socket.socket
+) -> None:
+    """Short reads are paced only for an accepted upload with a Content-Length: a
+    chunked body's chunks say nothing of the reads, and a refused one is drained."""
+    source = await env.python_source()
+    token = await env.source_token(source)
+    upload = wheel_upload(build_wheel(dist, payload_size=PACED_READ), source.name, token)
+    chunked_raw = upload.raw(piece_chunked=1000)
+    at = chunked_raw.index(b"\r\n\r\n") + 4
+    chunked_conn = await reading_large(server, chunked_raw[:at], receiving)
+    refused = server.connect(SocketTransport(receiving))
+    refused_raw = replace(upload, token=token + "x").raw()
+
+    states = set()
+    for conn, raw, start in ((chunked_conn, chunked_raw, at), (refused, refused_raw, 0)):
+        for offset in range(start, len(raw), 4096):
+            conn.protocol.dataReceived(raw[offset:offset + 4096])
+            states.add(conn.transport.producerState)
+
+    assert states == {"producing"}
+    assert (await chunked_conn.final()).status == 200
+    assert (await refused.final()).status == 401
+
+
+@pytest_twisted.ensureDeferred
+async def test_disconnect_while_paced_ends_the_pause(
+    env: AppEnv, server: Server, dist: Path, receiving: socket.socket
+) -> None:
+    """A client that goes away while its connection is left unread leaves nothing
+    behind, and no pause still to end."""
+    source = await env.python_source()
+    token = await env.source_token(source)
+    raw = wheel_upload(build_wheel(dist, payload_size=PACED_READ), source.name, token).raw()
+    at = raw.index(b"\r\n\r\n") + 4
+    clock = cast(task.Clock, server.site.reactor)
+    conn = await reading_large(server, raw[:at], receiving)
+    request = server.requests[-1]
+    conn.protocol.dataReceived(raw[at:at + 4096])
+    assert conn.transport.producerState == "paused"
+
+    conn.disconnect()
+
+    assert [c for c in clock.getDelayedCalls() if getattr(c.func, "__self__", None) is request] \
+        == []
+    await wait_until(lambda: env.temp_files() == [], what="the temp blob to go")
+    await nothing_kept(env)
+
+
+def test_transport_resumes_only_when_every_hold_is_released() -> None:
+    """The receiver (token check, writer backlog) and the pacing of short reads hold
+    an upload's transport apart: it resumes only once neither holds it."""
+    transport = StringTransportWithDisconnection()
+    holds = TransportHolds(transport)
+
+    holds.hold()
+    holds.hold()
+    assert transport.producerState == "paused"
+    holds.release()
+    assert transport.producerState == "paused"
+    holds.release()
+    assert transport.producerState == "producing"
 
 
 @pytest.mark.parametrize(("chunk_size", "piece"), [(1000, 7), (65536, 4096), (1, 512)])

@@ -24,11 +24,12 @@ from pm.catalog import Catalog, Source
 from pm.download import ClientDownloads
 from pm.ecosystem import Ecosystem
 from pm.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from pm.filerows import UNCHANGED
 from pm.packages import paginate, select_versions, summarize
 from pm.responses import arg, json_body, share_error_handlers
 from pm.tokens import Grant, parse_expires, parse_scope, token_from_headers
 from pm.tokenstore import TokenRecord, TokenStore
-from pm.upload import UNCHANGED, UploadService
+from pm.upload import UploadService
 
 
 def _body(request: Request) -> dict[str, Any]:

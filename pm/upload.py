@@ -40,6 +40,7 @@ from pm.errors import (
     TooLarge,
     Unauthorized,
 )
+from pm.filerows import ADDED, REPLACED, UNCHANGED
 from pm.limits import Limits, UploadSlot, UploadSlots
 from pm.multipart import (
     MultipartError,
@@ -68,7 +69,6 @@ PENDING_LIMIT = 256 * 1024
 DRAIN_LIMIT = 1024 * 1024
 
 DIGEST_FIELDS = {"md5_digest": MD5, "sha256_digest": SHA256, "blake2_256_digest": BLAKE2_256}
-ADDED, UNCHANGED, REPLACED = "added", "unchanged", "replaced"
 
 
 @dataclass(frozen=True)

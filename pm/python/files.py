@@ -14,6 +14,7 @@ from typing import Any
 from pm.catalog import record_event
 from pm.db import Database, Row, Tx
 from pm.errors import AlreadyExists
+from pm.filerows import put_file_row
 from pm.packages import PackageRow, like_escape
 from pm.python.dists import normalize_name
 
@@ -121,30 +122,14 @@ class PythonFiles:
         """
 
         def work(tx: Tx) -> str:
-            values = _column_values(record)
-            columns = ", ".join(_PYTHON_FILE_COLUMNS)
-            if tx.run(f"INSERT INTO python_files ({columns})"
-                      f" VALUES ({', '.join('?' for _ in values)})"
-                      " ON CONFLICT (source_guid, filename) DO NOTHING", *values):
-                self._event(tx, record.uploaded_by, "python.file.added",
-                            record.filename, record.sha256)
-                return "added"
-            # Lock the row before reading it, so a concurrent replacement's
-            # event names the digest it really replaced.
-            tx.run("UPDATE python_files SET sha256 = sha256"
-                   " WHERE source_guid = ? AND filename = ?", record.source_guid, record.filename)
-            existing = tx.one(
-                "SELECT sha256 FROM python_files WHERE source_guid = ? AND filename = ?",
-                record.source_guid, record.filename,
-            )
-            if existing is None or existing["sha256"] == record.sha256:
-                return "unchanged"
-            tx.run(f"UPDATE python_files SET {', '.join(f'{c} = ?' for c in _PYTHON_FILE_COLUMNS)}"
-                   " WHERE source_guid = ? AND filename = ?",
-                   *values, record.source_guid, record.filename)
-            self._event(tx, record.uploaded_by, "python.file.replaced", record.filename,
-                        f"{existing['sha256']} -> {record.sha256}")
-            return "replaced"
+            def event(action: str, detail: str) -> None:
+                self._event(tx, record.uploaded_by, f"python.file.{action}", record.filename,
+                            detail)
+
+            return put_file_row(tx, "python_files", _PYTHON_FILE_COLUMNS,
+                                _column_values(record), source_guid=record.source_guid,
+                                filename=record.filename, sha256=record.sha256, replace=True,
+                                source_name="", event=event)
 
         return await self.db.write(work)
 

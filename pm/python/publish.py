@@ -21,12 +21,11 @@ from pm.auth import Principal
 from pm.blobs import BlobStore, BlobWriter, Digests, RunInThread
 from pm.catalog import Source
 from pm.errors import AlreadyExists, BadUpload, Conflict
+from pm.filerows import ADDED, UNCHANGED
 from pm.python import dists
 from pm.python.files import PythonFile, PythonFiles
 from pm.signatures import SignatureChecker, SignatureInfo
 from pm.upload import (
-    ADDED,
-    UNCHANGED,
     PublishResult,
     ReceivedUpload,
     content_digests,

@@ -13,7 +13,7 @@ from typing import Any
 
 from pm.catalog import record_event
 from pm.db import Database, Row, Tx
-from pm.errors import AlreadyExists
+from pm.filerows import put_file_row
 from pm.packages import PackageRow, like_escape
 
 
@@ -72,38 +72,14 @@ class RFiles:
         """
 
         def work(tx: Tx) -> str:
-            values = _row_values(record)
-            # ON CONFLICT: a concurrent add of the same file waits for the
-            # other's commit, then finds its row instead of failing.
-            inserted = tx.run(
-                f"INSERT INTO r_packages ({', '.join(_COLUMNS)})"
-                f" VALUES ({', '.join('?' for _ in values)})"
-                " ON CONFLICT (source_guid, filename) DO NOTHING",
-                *values,
-            )
-            if inserted:
-                self._event(tx, record.uploaded_by, "r.package.added", record.filename,
-                            record.sha256)
-                return "added"
-            # Lock the row before reading it, so a concurrent replacement's
-            # event names the digest it really replaced.
-            tx.run("UPDATE r_packages SET sha256 = sha256 WHERE source_guid = ? AND filename = ?",
-                   record.source_guid, record.filename)
-            existing = tx.one(
-                "SELECT sha256 FROM r_packages WHERE source_guid = ? AND filename = ?",
-                record.source_guid, record.filename,
-            )
-            if existing is None or existing["sha256"] == record.sha256:
-                return "unchanged"
-            if not replace:
-                raise AlreadyExists(record.filename, source_name)
-            # In place: a concurrent replacement waits on the row and wins last.
-            tx.run(f"UPDATE r_packages SET {', '.join(f'{c} = ?' for c in _COLUMNS)}"
-                   " WHERE source_guid = ? AND filename = ?",
-                   *values, record.source_guid, record.filename)
-            self._event(tx, record.uploaded_by, "r.package.replaced", record.filename,
-                        f"{existing['sha256']} -> {record.sha256}")
-            return "replaced"
+            def event(action: str, detail: str) -> None:
+                self._event(tx, record.uploaded_by, f"r.package.{action}", record.filename,
+                            detail)
+
+            return put_file_row(tx, "r_packages", _COLUMNS, _row_values(record),
+                                source_guid=record.source_guid, filename=record.filename,
+                                sha256=record.sha256, replace=replace,
+                                source_name=source_name, event=event)
 
         return await self.db.write(work)
 

@@ -13,9 +13,10 @@ from twisted.logger import Logger
 
 from pm.blobs import MD5, BlobStore, RunInThread
 from pm.errors import AlreadyExists, BadUpload, Conflict
+from pm.filerows import UNCHANGED
 from pm.r import description
 from pm.r.files import RFiles, RPackageFile
-from pm.upload import UNCHANGED, PublishResult, ReceivedUpload, content_digests, storing
+from pm.upload import PublishResult, ReceivedUpload, content_digests, storing
 
 
 class RPublisher:

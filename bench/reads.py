@@ -78,7 +78,13 @@ from pm.blobs import BlobStore  # noqa: E402
 from pm.python import dists  # noqa: E402
 from tests.support.packages import build_wheel  # noqa: E402
 from tests.support.rpackages import build_r_package  # noqa: E402
-from tests.support.server import BIN, ServerProcess, free_port, wait_for  # noqa: E402
+from tests.support.server import (  # noqa: E402
+    BIN,
+    ServerProcess,
+    free_port,
+    stop_process,
+    wait_for,
+)
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -416,13 +422,7 @@ class Child:
         return self.process.pid
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def reference_site(workdir: Path, name: str, pages: Sequence[Fetched],
@@ -482,13 +482,7 @@ class PypiServer:
         return "wsgiref"
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, signal.SIGINT)
         self.process = None
 
 

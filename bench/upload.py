@@ -65,7 +65,13 @@ import psutil  # type: ignore[import-untyped]  # noqa: E402
 
 from tests.support.packages import build_wheel, upload_fields  # noqa: E402
 from tests.support.postgres import PostgresCluster  # noqa: E402
-from tests.support.server import BIN, ServerProcess, free_port, wait_for  # noqa: E402
+from tests.support.server import (  # noqa: E402
+    BIN,
+    ServerProcess,
+    free_port,
+    stop_process,
+    wait_for,
+)
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -473,9 +479,7 @@ class Ceiling(Target):
         return self.process.pid
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
+        stop_process(self.process)
 
 
 class PackageManager(Target):
@@ -568,13 +572,7 @@ class Pypiserver(Target):
         return ""
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, signal.SIGINT)
 
 
 class Devpi(Target):

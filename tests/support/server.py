@@ -44,6 +44,19 @@ def free_port() -> int:
         return port
 
 
+def stop_process(process: subprocess.Popen[Any] | None,
+                 sig: signal.Signals = signal.SIGTERM, deadline: float = 10) -> None:
+    """Send ``sig`` to a child still running, wait up to ``deadline``, then kill it."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(deadline)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def wait_for(predicate: Any, deadline: float, what: str, interval: float = 0.05) -> Any:
     """Poll ``predicate`` until it returns a truthy value or the deadline passes."""
     end = time.monotonic() + deadline
